@@ -1,0 +1,3 @@
+from hashdup.cli import main
+
+main()

@@ -1,0 +1,236 @@
+"""The ``hashdup`` command line: option parsing and printing only; the work is in :mod:`hashdup.pipeline`.
+
+stdout carries data (JSON by default); progress, per-file problems and summaries go to stderr. Exit status: 0 ok,
+1 error (including any query image that could not be read), 2 usage.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from hashdup import __version__
+from hashdup.errors import HashdupError
+
+FORMATS = ("json", "jsonl", "table")
+
+
+def _write(text: str) -> None:
+    """Write to stdout; file names that are not valid UTF-8 come out as their original bytes."""
+    sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))
+    sys.stdout.flush()
+
+
+def _say(ctx_quiet: bool, message: str) -> None:
+    if not ctx_quiet:
+        click.echo(message, err=True)
+
+
+def index_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--index", "index_dir", default=".hashdup", show_default=True, envvar="HASHDUP_INDEX",
+                        type=click.Path(file_okay=False), help="Index folder (or set HASHDUP_INDEX).")(f)
+
+
+def quiet_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("-q", "--quiet", is_flag=True, help="Print nothing on stderr but errors.")(f)
+
+
+def format_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--table", "fmt", flag_value="table", help="Aligned text table for people.")(f)
+    f = click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON object per line.")(f)
+    return click.option("--json", "fmt", flag_value="json", default=True, help="A JSON array (default).")(f)
+
+
+def _emit(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> None:
+    from hashdup import formats
+
+    if fmt == "jsonl":
+        _write(formats.to_jsonl(rows))
+    elif fmt == "table":
+        _write(formats.to_table(rows, columns))
+    else:
+        _write(formats.to_json(rows))
+
+
+def _open(index_dir: str):  # noqa: ANN202 - returns pipeline.Index
+    from hashdup import pipeline
+
+    return pipeline.Index(index_dir)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hashdup")
+def cli() -> None:
+    """Find duplicate and similar images with compact binary codes.
+
+    \b
+    hashdup index ./photos            describe every image, fit an encoder, write codes
+    hashdup query img.jpg -k 12       the 12 most similar indexed images, as JSON
+    hashdup dedup                     groups of near-duplicates, as JSON
+    hashdup info                      what the index holds
+    """
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--descriptor", type=click.Choice(["gist", "color", "gist+color"]), default="gist", show_default=True,
+              help="Image descriptor.")
+@click.option("--image-size", type=click.IntRange(16, 1024), default=None,
+              help="Side of the square image the descriptor sees [default: 128 for gist, 64 for color].")
+@click.option("--encoder", type=click.Choice(["lsh", "median"]), default="lsh", show_default=True,
+              help="Binary encoder.")
+@click.option("--bits", "n_bits", type=click.IntRange(8, 1024), default=64, show_default=True, help="Code length.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the encoder.")
+@click.option("--hidden", is_flag=True, help="Also index hidden files and folders.")
+@index_option
+@quiet_option
+def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encoder: str, n_bits: int, seed: int,
+          hidden: bool, index_dir: str, quiet: bool) -> None:
+    """Index the images under PATHS (folders, walked recursively, or files).
+
+    Replaces any index in --index atomically. Files that cannot be read are reported on stderr with a reason and
+    skipped.
+
+    \b
+    Example:
+        hashdup index ./photos --bits 64
+    """
+    from hashdup import pipeline
+
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="img", desc="indexing", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh() if done == total else bar.update(0)
+
+    def problem(path: str, reason: str) -> None:
+        if not quiet:
+            (bar.write if bar is not None else lambda m: click.echo(m, err=True))(f"hashdup: skipped {path}: {reason}")
+
+    params = {"image_size": image_size} if image_size else {}
+    try:
+        s = pipeline.build_index(paths, index_dir, descriptor=descriptor, descriptor_params=params, encoder=encoder,
+                                 n_bits=n_bits, seed=seed, hidden=hidden, progress=progress, on_problem=problem)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    finally:
+        if bar is not None:
+            bar.close()
+    rate = s.files / s.seconds if s.seconds else 0.0
+    _say(quiet, f"hashdup: indexed {s.indexed} of {s.files} image files into {s.index} in {s.seconds:.1f} s "
+                f"({rate:.0f} files/s): {len(s.skipped)} skipped, {s.exact_duplicates} exact duplicates, "
+                f"{s.ignored} non-image files ignored")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-k", "k", type=click.IntRange(min=1), default=None,
+              help="Number of results per query [default: 12; all matches with --radius].")
+@click.option("--radius", type=click.IntRange(min=0), default=None,
+              help="Return every image within this Hamming distance (inclusive).")
+@format_options
+@index_option
+@quiet_option
+def query(images: tuple[str, ...], k: int | None, radius: int | None, fmt: str, index_dir: str, quiet: bool) -> None:
+    """Find the indexed images most similar to each of IMAGES.
+
+    The query images need not be in the index; an indexed query is left out of its own results. Rows are ordered
+    by query, distance, path.
+
+    \b
+    Example:
+        hashdup query holiday.jpg -k 5
+        hashdup query holiday.jpg --radius 6 --jsonl | jq -r .path
+    """
+    from hashdup import pipeline
+
+    if k is None and radius is None:
+        k = 12
+    idx = _open(index_dir)
+    try:
+        rows, failed = pipeline.query(idx, list(images), k=k, radius=radius,
+                                      on_problem=lambda p, r: click.echo(f"hashdup: cannot read {p}: {r}", err=True))
+    finally:
+        idx.close()
+    _emit(rows, fmt, ["query", "rank", "distance", "path"])
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--radius", type=click.IntRange(min=0), default=None,
+              help="Largest Hamming distance between linked images (inclusive) [default: 8 for 64-bit codes, "
+                   "scaled with the code length].")
+@format_options
+@index_option
+@quiet_option
+def dedup(radius: int | None, fmt: str, index_dir: str, quiet: bool) -> None:
+    """Print groups of near-duplicate images in the index.
+
+    Images whose codes are within --radius bits, or whose files are byte-identical, are linked; a group is a
+    connected set of linked images (single linkage).
+
+    \b
+    Example:
+        hashdup dedup --radius 6 | jq -r '.[].paths[1:][]'
+    """
+    from hashdup import pipeline
+
+    idx = _open(index_dir)
+    try:
+        r = pipeline.default_radius(idx.n_bits) if radius is None else radius
+        groups = pipeline.dedup(idx, r)
+    finally:
+        idx.close()
+    _emit(groups, fmt, ["group", "max_distance", "paths"])
+    _say(quiet, f"hashdup: {len(groups)} groups, {sum(len(g['paths']) for g in groups)} images, radius {r}")
+
+
+@cli.command()
+@index_option
+def info(index_dir: str) -> None:
+    """Describe the index: counts, descriptor, encoder, sizes on disk, skipped files (JSON).
+
+    \b
+    Example:
+        hashdup info | jq .skipped
+    """
+    from hashdup import formats, pipeline
+
+    idx = _open(index_dir)
+    try:
+        _write(formats.to_json(pipeline.info(idx)))
+    finally:
+        idx.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``hashdup`` console script: maps hashdup's errors to exit status 1."""
+    try:
+        cli.main(args=argv, prog_name="hashdup", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("hashdup: aborted", err=True)
+        sys.exit(130)
+    except HashdupError as e:
+        click.echo(f"hashdup: error: {e}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

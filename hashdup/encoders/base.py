@@ -1,0 +1,187 @@
+"""The estimator contract shared by every encoder, and its file format."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import os
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from hashdup import bits
+from hashdup.errors import IndexFileError, NotFittedError
+from hashdup.io.atomic import atomic_write_bytes
+
+RandomState = int | np.random.Generator | None
+FORMAT_VERSION = 1
+
+
+def check_random_state(random_state: RandomState) -> np.random.Generator:
+    """A :class:`numpy.random.Generator` from an int seed, a Generator (used as is) or None (fresh entropy)."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or (isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)):
+        return np.random.default_rng(random_state)
+    raise TypeError(f"random_state must be an int, a numpy Generator or None, got {random_state!r}")
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns float feature vectors into packed binary codes (see :mod:`hashdup.bits`)."""
+
+    name: str
+    n_bits: int
+
+    def fit(self, X: ArrayLike) -> Self: ...
+    def encode(self, X: ArrayLike) -> NDArray[np.uint8]: ...
+    def fingerprint(self) -> bytes: ...
+    def save(self, path: str | os.PathLike[str]) -> None: ...
+
+
+class BaseEncoder:
+    """Base class of hashdup's encoders, after scikit-learn's estimator contract.
+
+    Subclasses take keyword-only parameters stored verbatim in ``__init__``, list their fitted array attributes in
+    ``_fitted``, implement ``_fit(X, rng)`` (set those attributes) and ``_bits(X) -> bool (n, n_bits)``. The base
+    class validates input, sets ``n_features_in_``, packs bits, fingerprints the fitted state, and saves and loads
+    it as ``.npz`` with a JSON header (never pickle).
+    """
+
+    name: ClassVar[str]
+    _fitted: ClassVar[tuple[str, ...]]
+    n_bits: int
+
+    # --- parameters ----------------------------------------------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, as given."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # --- fit / encode --------------------------------------------------------------------------------------------
+    def _validate(self, X: ArrayLike, *, fitting: bool) -> NDArray[np.float64]:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"X must be a 2-D array (n_samples, n_features), got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinite values")
+        if fitting:
+            if X.shape[0] < 1:
+                raise ValueError(f"{self.name} needs at least 1 sample to fit, got 0")
+            bits.check_n_bits(self.n_bits)
+        else:
+            if not hasattr(self, "n_features_in_"):
+                raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with {self.n_features_in_}"
+                )
+        return X
+
+    def fit(self, X: ArrayLike) -> Self:
+        """Learn the encoder from training descriptors.
+
+        Parameters
+        ----------
+        X : array_like of float, shape (n_samples, n_features)
+
+        Returns
+        -------
+        self
+        """
+        X = self._validate(X, fitting=True)
+        self._fit(X, check_random_state(getattr(self, "random_state", None)))
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def encode(self, X: ArrayLike) -> NDArray[np.uint8]:
+        """Binary codes of descriptors.
+
+        Parameters
+        ----------
+        X : array_like of float, shape (n_samples, n_features_in_)
+
+        Returns
+        -------
+        codes : ndarray of uint8, shape (n_samples, row_bytes(n_bits))
+            Packed codes in the :mod:`hashdup.bits` layout.
+        """
+        X = self._validate(X, fitting=False)
+        return bits.pack(self._bits(X))
+
+    def _fit(self, X: NDArray[np.float64], rng: np.random.Generator) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _bits(self, X: NDArray[np.float64]) -> NDArray[np.bool_]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- persistence ---------------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, NDArray[Any]]:
+        if not hasattr(self, "n_features_in_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+        return {name: np.ascontiguousarray(getattr(self, name)) for name in self._fitted}
+
+    def _meta(self) -> dict[str, Any]:
+        params = {k: (v if isinstance(v, (int, float, str, bool, list, type(None))) else None)
+                  for k, v in self.get_params().items()}
+        return {"format": "hashdup-encoder", "version": FORMAT_VERSION, "name": self.name, "params": params,
+                "n_features_in": int(self.n_features_in_)}
+
+    def fingerprint(self) -> bytes:
+        """16-byte blake2b digest of everything that decides the codes: name, n_bits, feature count, fitted arrays.
+
+        Two encoders with the same fingerprint give the same codes; the code file stores it to catch mismatches.
+        """
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([self.name, int(self.n_bits), int(self.n_features_in_ if hasattr(self, "n_features_in_")
+                                                                else -1)]).encode())
+        for key, arr in sorted(self._state().items()):
+            h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
+            h.update(arr.tobytes())
+        return h.digest()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted encoder to ``path`` (``.npz``: its arrays plus a JSON header), atomically."""
+        arrays = self._state()
+        meta = self._meta() | {"fingerprint": self.fingerprint().hex()}
+        buf = io.BytesIO()
+        np.savez(buf, __meta__=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8), **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def _from_saved(cls, meta: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> Self:
+        obj = cls(**{k: v for k, v in meta["params"].items() if k in cls._param_names()})
+        for name in cls._fitted:
+            setattr(obj, name, arrays[name])
+        obj.n_features_in_ = int(meta["n_features_in"])
+        return obj
+
+
+def read_saved(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+    """Read an encoder file's JSON header and arrays without unpickling anything."""
+    spath = os.fsdecode(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError as e:
+        raise IndexFileError(spath, "encoder file is missing") from e
+    except Exception as e:
+        raise IndexFileError(spath, f"cannot read encoder file: {e}") from e
+    try:
+        meta = json.loads(arrays.pop("__meta__").tobytes())
+    except (KeyError, ValueError) as e:
+        raise IndexFileError(spath, "encoder file has no valid JSON header") from e
+    if meta.get("format") != "hashdup-encoder" or meta.get("version") != FORMAT_VERSION:
+        raise IndexFileError(spath, f"not a hashdup encoder file of version {FORMAT_VERSION}")
+    return meta, arrays

@@ -1,0 +1,79 @@
+"""The search engine's public face: :class:`HammingIndex`."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from hashdup import bits
+from hashdup.index import scan
+from hashdup.io.codefile import CodeFile
+
+
+class HammingIndex:
+    """Exact Hamming-distance search over packed binary codes.
+
+    Parameters
+    ----------
+    codes : ndarray of uint8, shape (n, n_bytes), or CodeFile
+        Packed codes in the :mod:`hashdup.bits` layout (rows padded to a multiple of 8 bytes), e.g. the memory map of
+        an open code file. Not copied.
+    n_bits : int, optional
+        Meaningful bits per code; taken from the code file when ``codes`` is one.
+
+    Notes
+    -----
+    Distances are ints in 0..n_bits. ``knn`` returns faiss's ``(D, I)``, ``radius`` faiss's ``(lims, D, I)``; ties
+    are ordered by id and a radius is inclusive (``d ≤ radius``). This implementation is a blocked exact scan
+    (:mod:`hashdup.index.scan`), streaming a memory-mapped file block by block.
+    """
+
+    def __init__(self, codes: ArrayLike | CodeFile, n_bits: int | None = None) -> None:
+        if isinstance(codes, CodeFile):
+            n_bits = codes.n_bits if n_bits is None else n_bits
+            codes = codes.codes
+        if n_bits is None:
+            raise TypeError("n_bits is required when codes is an array")
+        self.codes = bits.as_codes(codes)
+        self.n_bits = int(n_bits)
+        if self.codes.shape[1] != bits.row_bytes(self.n_bits):
+            raise ValueError(f"codes have {self.codes.shape[1]} bytes per row, {self.n_bits} bits need "
+                             f"{bits.row_bytes(self.n_bits)}")
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def _queries(self, Q: ArrayLike) -> NDArray[np.uint8]:
+        Q = bits.as_codes(Q)
+        if Q.shape[1] != self.codes.shape[1]:
+            raise ValueError(f"queries have {Q.shape[1]} bytes per row, the index holds {self.codes.shape[1]}")
+        return Q
+
+    def knn(self, Q: ArrayLike, k: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        """The ``k`` nearest codes of each query.
+
+        Returns
+        -------
+        D : ndarray of int32, shape (nq, k)
+            Hamming distances, ascending; -1 where fewer than ``k`` codes exist.
+        I : ndarray of int64, shape (nq, k)
+            Row ids, ties by ascending id; -1 padding.
+        """
+        return scan.knn_scan(self.codes, self._queries(Q), int(k))
+
+    def radius(self, Q: ArrayLike, radius: int) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
+        """Every code within ``radius`` bits (inclusive) of each query.
+
+        Returns
+        -------
+        lims : ndarray of int64, shape (nq + 1,)
+        D : ndarray of int32, shape (lims[-1],)
+        I : ndarray of int64, shape (lims[-1],)
+            Query ``q``'s matches are ``I[lims[q]:lims[q+1]]`` at distances ``D[lims[q]:lims[q+1]]``, by distance
+            then id.
+        """
+        return scan.radius_scan(self.codes, self._queries(Q), int(radius))
+
+    def self_join(self, radius: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int32]]:
+        """All pairs of indexed codes within ``radius`` bits: arrays ``(i, j, d)`` with ``i < j``, sorted by (i, j)."""
+        return scan.self_join_scan(self.codes, int(radius))

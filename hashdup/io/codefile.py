@@ -1,0 +1,176 @@
+"""The code file: packed binary codes behind a fixed, self-describing header, read through a memory map."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from hashdup import bits
+from hashdup.errors import IndexFileError
+from hashdup.io.atomic import atomic_open
+
+MAGIC = b"HDUPCODE"
+VERSION = 1
+HEADER_SIZE = 64
+_FIELDS = struct.Struct("<8sHHIII Q 16s")  # everything before the checksum: 48 bytes
+_CHECKSUM_SIZE = 16
+
+
+def _checksum(prefix: bytes, body_digest: bytes) -> bytes:
+    return hashlib.blake2b(prefix + body_digest, digest_size=_CHECKSUM_SIZE).digest()
+
+
+class CodeFile:
+    """A read-only, memory-mapped file of packed binary codes.
+
+    Layout (all integers little-endian)::
+
+        offset  size  field
+             0     8  magic           b"HDUPCODE"
+             8     2  version         uint16, currently 1
+            10     2  header_size     uint16, 64; the first code row starts here
+            12     4  n_bits          uint32, meaningful bits per code (8..1024)
+            16     4  row_stride      uint32, bytes per row = ceil(n_bits / 64) * 8
+            20     4  flags           uint32, 0 (reserved)
+            24     8  n_rows          uint64
+            32    16  fingerprint     the encoder's fingerprint (blake2b-128 of its parameters and fitted state)
+            48    16  checksum        blake2b-128 of (bytes 0..47 || blake2b-128 of the body)
+            64     …  body            n_rows × row_stride bytes: the codes in :mod:`hashdup.bits` layout
+
+    Row ``i`` of the body is the code of catalogue id ``i``. Files are written atomically by :meth:`write` or
+    :class:`CodeFileWriter`; :meth:`open` checks magic, version, sizes against the file length and, unless
+    ``verify=False``, the checksum, before any memory map is made.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    n_bits : int
+    row_stride : int
+    n_rows : int
+    fingerprint : bytes
+        16 bytes.
+    codes : ndarray of uint8, shape (n_rows, row_stride)
+        Read-only memory map of the body (an empty array when ``n_rows == 0``).
+    """
+
+    def __init__(self, path: Path, n_bits: int, row_stride: int, n_rows: int, fingerprint: bytes,
+                 codes: NDArray[np.uint8]) -> None:
+        self.path = path
+        self.n_bits = n_bits
+        self.row_stride = row_stride
+        self.n_rows = n_rows
+        self.fingerprint = fingerprint
+        self.codes = codes
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __repr__(self) -> str:
+        return f"CodeFile({str(self.path)!r}, n_rows={self.n_rows}, n_bits={self.n_bits})"
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, verify: bool = True) -> CodeFile:
+        """Open and validate a code file.
+
+        Parameters
+        ----------
+        path : path-like
+        verify : bool, default True
+            Also check the checksum (reads the whole file once).
+
+        Raises
+        ------
+        IndexFileError
+            When the file is missing, too short, has a wrong magic, version, size or checksum.
+        """
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                header = f.read(HEADER_SIZE)
+                file_size = os.fstat(f.fileno()).st_size
+        except OSError as e:
+            raise IndexFileError(str(path), f"cannot read code file: {e.strerror or e}") from e
+        if len(header) < HEADER_SIZE:
+            raise IndexFileError(str(path), f"code file is {len(header)} bytes, shorter than its {HEADER_SIZE}-byte header")
+        magic, version, header_size, n_bits, stride, flags, n_rows, fingerprint = _FIELDS.unpack_from(header)
+        stored_checksum = header[_FIELDS.size : _FIELDS.size + _CHECKSUM_SIZE]
+        if magic != MAGIC:
+            raise IndexFileError(str(path), f"not a hashdup code file (magic {magic!r}, expected {MAGIC!r})")
+        if version != VERSION:
+            raise IndexFileError(str(path), f"code file format version {version}, this hashdup reads version {VERSION}")
+        if header_size != HEADER_SIZE:
+            raise IndexFileError(str(path), f"header size {header_size}, expected {HEADER_SIZE}")
+        if not bits.MIN_BITS <= n_bits <= bits.MAX_BITS:
+            raise IndexFileError(str(path), f"n_bits {n_bits} outside {bits.MIN_BITS}..{bits.MAX_BITS}")
+        if stride != bits.row_bytes(n_bits):
+            raise IndexFileError(str(path), f"row stride {stride} does not match n_bits {n_bits} (expected {bits.row_bytes(n_bits)})")
+        expected = HEADER_SIZE + n_rows * stride
+        if file_size != expected:
+            raise IndexFileError(
+                str(path), f"file is {file_size} bytes, header says {n_rows} rows of {stride} bytes ({expected} bytes)"
+            )
+        if n_rows:
+            codes = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER_SIZE, shape=(n_rows, stride))
+        else:
+            codes = np.zeros((0, stride), dtype=np.uint8)
+            codes.flags.writeable = False
+        if verify:
+            body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
+            for start in range(0, n_rows, 1 << 16):
+                body.update(codes[start : start + (1 << 16)])
+            if _checksum(header[: _FIELDS.size], body.digest()) != stored_checksum:
+                raise IndexFileError(str(path), "checksum mismatch: the code file is corrupt")
+        return cls(path, n_bits, stride, n_rows, fingerprint, codes)
+
+    @staticmethod
+    def write(path: str | os.PathLike[str], codes: ArrayLike, n_bits: int, fingerprint: bytes) -> None:
+        """Write ``codes`` (uint8, shape (n, row_bytes(n_bits))) to ``path`` atomically."""
+        with CodeFileWriter(path, n_bits, fingerprint) as w:
+            w.append(codes)
+
+
+class CodeFileWriter:
+    """Stream code rows into a new code file; the file appears under its name only when :meth:`close` succeeds.
+
+    Use as a context manager; an exception inside the block leaves the previous file (if any) untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], n_bits: int, fingerprint: bytes) -> None:
+        self.n_bits = bits.check_n_bits(n_bits)
+        self.row_stride = bits.row_bytes(n_bits)
+        if len(fingerprint) != 16:
+            raise ValueError(f"fingerprint must be 16 bytes, got {len(fingerprint)}")
+        self.fingerprint = bytes(fingerprint)
+        self.n_rows = 0
+        self._body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
+        self._ctx = atomic_open(path)
+        self._f = None
+
+    def __enter__(self) -> CodeFileWriter:
+        self._f = self._ctx.__enter__()
+        self._f.write(b"\0" * HEADER_SIZE)
+        return self
+
+    def append(self, codes: ArrayLike) -> None:
+        """Append packed rows of shape (n, row_stride)."""
+        codes = bits.as_codes(codes)
+        if codes.shape[1] != self.row_stride:
+            raise ValueError(f"rows are {codes.shape[1]} bytes, this file holds {self.row_stride}-byte rows")
+        data = np.ascontiguousarray(codes).tobytes()
+        self._f.write(data)
+        self._body.update(data)
+        self.n_rows += codes.shape[0]
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            prefix = _FIELDS.pack(MAGIC, VERSION, HEADER_SIZE, self.n_bits, self.row_stride, 0, self.n_rows,
+                                  self.fingerprint)
+            self._f.seek(0)
+            self._f.write(prefix + _checksum(prefix, self._body.digest()))
+            self._f.flush()
+        self._ctx.__exit__(exc_type, exc, tb)

@@ -1,0 +1,260 @@
+"""Reading images: the only module of hashdup that imports Pillow.
+
+Decoding is defensive: the format comes from the file's content, EXIF orientation is applied, every mode is
+normalised to 8-bit RGB, large JPEGs are decoded at a reduced size through the DCT (``Image.draft``), and a file
+that cannot be read raises :class:`~hashdup.errors.ImageError` with a one-line reason instead of crashing a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, UnidentifiedImageError
+
+from hashdup.errors import ImageError
+
+#: Largest image, in pixels, that hashdup decodes (Pillow's own decompression-bomb error threshold).
+MAX_PIXELS = 2 * 89_478_485
+#: Largest file, in bytes, that hashdup reads.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+#: File-name extensions of image formats; files without a known image signature are reported as bad only when their
+#: name carries one of these (other files, such as videos or sidecars, are ignored).
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .gif .bmp .dib .tif .tiff .webp .heic .heif .avif .hif".split()
+)
+
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
+
+try:  # optional extra: pip install 'hashdup[heif]'
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    with contextlib.suppress(AttributeError):
+        pillow_heif.register_avif_opener()
+    HEIF_SUPPORT = True
+except Exception:  # pragma: no cover - depends on the optional extra
+    HEIF_SUPPORT = False
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Name the image format from a file's first bytes (at least 16), or None when no known signature matches.
+
+    Recognises JPEG, PNG, GIF, BMP, TIFF, WebP and HEIF/AVIF; Pillow makes the final decision when decoding.
+    """
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head.startswith(b"BM") and len(head) >= 14:
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "AVIF" if head[8:12] in (b"avif", b"avis") else "HEIF"
+    return None
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image ready for a descriptor.
+
+    Attributes
+    ----------
+    pixels : ndarray of uint8, shape (size, size, 3)
+        RGB pixels of the whole frame resized (aspect ratio not kept) to a square.
+    width, height : int
+        Size of the upright image (after EXIF orientation) in the file, in pixels.
+    format : str
+        Format Pillow decoded, e.g. ``"JPEG"``.
+    decoded_size : tuple of int
+        (width, height) actually decoded before the final resize; smaller than the file's size when the JPEG DCT
+        scaling was used.
+    """
+
+    pixels: NDArray[np.uint8]
+    width: int
+    height: int
+    format: str
+    decoded_size: tuple[int, int]
+
+
+def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
+              only_images: bool = False) -> bytes | None:
+    """Read a whole file, refusing ones larger than ``max_bytes``.
+
+    Parameters
+    ----------
+    path : path-like
+    max_bytes : int
+        Size limit in bytes.
+    only_images : bool, default False
+        Return None, after reading only the first 16 bytes, for a file that neither starts with a known image
+        signature (:func:`sniff_format`) nor has an image extension: such files are not hashdup's business.
+
+    Raises
+    ------
+    ImageError
+        When the file cannot be read or is too large.
+    """
+    spath = os.fsdecode(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(16)
+            if only_images and sniff_format(head) is None and not is_image_name(spath):
+                return None
+            if size > max_bytes:
+                raise ImageError(spath, f"file too large ({size} bytes, limit {max_bytes})")
+            data = head + f.read(max_bytes + 1 - len(head))
+    except OSError as e:
+        if os.path.islink(path) and not os.path.exists(path):
+            raise ImageError(spath, "broken symbolic link") from e
+        raise ImageError(spath, f"cannot read file: {e.strerror or e}") from e
+    if len(data) > max_bytes:
+        raise ImageError(spath, f"file too large (over {max_bytes} bytes)")
+    return data
+
+
+def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode image bytes into a square RGB array.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's content.
+    size : int
+        Side of the square output, in pixels.
+    name : str
+        Used in error messages.
+    max_pixels : int
+        Decompression-bomb limit: images with more pixels are refused before decoding.
+
+    Returns
+    -------
+    DecodedImage
+
+    Raises
+    ------
+    ImageError
+        For empty, non-image, truncated, corrupt or oversized input, with a one-line reason.
+    """
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning, EXIF and palette warnings: checked below
+            return _decode(data, size, name, max_pixels)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(name, f"decompression bomb refused: {e}") from e
+    except UnidentifiedImageError as e:
+        kind = sniff_format(data[:16])
+        reason = f"corrupt {kind} file" if kind else "not an image (unknown format)"
+        raise ImageError(name, reason) from e
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, MemoryError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "truncated" in msg.lower() or isinstance(e, EOFError):
+            raise ImageError(name, f"truncated image ({msg})") from e
+        raise ImageError(name, f"corrupt image ({msg})") from e
+
+
+def _decode(data: bytes, size: int, name: str, max_pixels: int) -> DecodedImage:
+    img = Image.open(io.BytesIO(data))
+    fmt = img.format or "unknown"
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageError(name, f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(name, f"decompression bomb refused: {width}x{height} pixels exceeds the limit of {max_pixels}")
+    orientation = _exif_orientation(img)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
+        img.draft(img.mode if img.mode != "CMYK" else "CMYK", (size, size))
+    img.load()
+    decoded_size = img.size
+    img = _to_rgb(img)
+    if orientation not in (None, 1):
+        img = _apply_orientation(img, orientation)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    pixels = np.asarray(img, dtype=np.uint8)
+    if pixels.shape != (size, size, 3):  # pragma: no cover - defensive
+        raise ImageError(name, f"unexpected decoded shape {pixels.shape}")
+    return DecodedImage(pixels, int(width), int(height), fmt, (int(decoded_size[0]), int(decoded_size[1])))
+
+
+def _exif_orientation(img: Image.Image) -> int | None:
+    try:
+        value = img.getexif().get(0x0112)
+    except Exception:  # a broken EXIF block must not lose the picture
+        return None
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _apply_orientation(img: Image.Image, orientation: int) -> Image.Image:
+    """Turn the stored pixels upright according to the EXIF Orientation tag (TIFF 6.0 / EXIF 2.3 semantics)."""
+    op = _TRANSPOSE.get(orientation)
+    return img if op is None else img.transpose(op)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Normalise any Pillow mode to 8-bit RGB; transparent pixels are composited on white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.int64)
+        top = 65535 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+        arr8 = (np.clip(arr, 0, top) * 255 // top).astype(np.uint8)
+        return Image.fromarray(arr8).convert("RGB")
+    if mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return Image.fromarray(((arr - lo) * scale).astype(np.uint8)).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGBX, ...
+
+
+def load(path: str | os.PathLike[str], size: int, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Read and decode one image file into a square RGB array (see :func:`decode`)."""
+    return decode(read_file(path), size, name=os.fsdecode(path), max_pixels=max_pixels)
+
+
+def is_image_name(path: str | os.PathLike[str]) -> bool:
+    """True when the file name has an image extension (case-insensitive)."""
+    return Path(os.fsdecode(path)).suffix.lower() in IMAGE_EXTENSIONS

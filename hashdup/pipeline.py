@@ -1,0 +1,335 @@
+"""The workflows behind the commands: index a folder, answer queries, group near-duplicates, describe an index.
+
+Everything here returns plain data (lists and dicts ready for JSON); ``cli.py`` only parses options and prints.
+Descriptors are stored as float16, and every computation (fitting, encoding, queries) uses the stored values, so
+an index can be refitted from disk and gives the same codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hashdup import __version__, bits
+from hashdup.descriptors import Descriptor, make_descriptor
+from hashdup.encoders import BaseEncoder, load_encoder, make_encoder
+from hashdup.errors import HashdupError, ImageError, IndexFileError
+from hashdup.index import HammingIndex, connected_groups
+from hashdup.io import images
+from hashdup.io.catalogue import FileRecord, write_catalogue
+from hashdup.io.codefile import CodeFile
+from hashdup.io.store import StoredIndex, commit, new_generation, write_descriptors
+from hashdup.io.walk import display_path, walk
+
+DEFAULT_INDEX = ".hashdup"
+#: Default Hamming radius of ``dedup``, as a fraction of the code length (8 bits of 64); chosen from the
+#: measurements of bench/radius.py on real photos (bench/RESULTS.md).
+DEFAULT_RADIUS_FRACTION = 8 / 64
+STORED_DTYPE = np.float16
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: called as files are processed."""
+OnProblem = Callable[[str, str], None]
+"""``on_problem(path, reason)``: called once for every file that is skipped."""
+
+
+def _ignore(*_: Any) -> None:
+    return None
+
+
+@dataclass
+class IndexSummary:
+    """What ``hashdup index`` did."""
+
+    index: str
+    files: int = 0
+    indexed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    exact_duplicates: int = 0
+    ignored: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "files": self.files, "indexed": self.indexed, "skipped": len(self.skipped),
+                "exact_duplicates": self.exact_duplicates, "ignored_non_images": self.ignored,
+                "seconds": round(self.seconds, 3)}
+
+
+def describe_images(descriptor: Descriptor, pixels: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
+    """Descriptors of decoded images, rounded through the stored dtype (float16)."""
+    if not pixels:
+        return np.zeros((0, descriptor.n_features), dtype=np.float32)
+    return descriptor.describe(np.stack(pixels)).astype(STORED_DTYPE).astype(np.float32)
+
+
+def _extract(files: Iterable[str], roots_rel: Iterable[tuple[int, str]], descriptor: Descriptor, summary: IndexSummary,
+             progress: Progress, on_problem: OnProblem, batch_size: int, total: int
+             ) -> tuple[list[FileRecord], NDArray[np.float32]]:
+    """Read, hash, decode and describe files in order; returns catalogue records and the (n_ok, d) descriptors."""
+    records: list[FileRecord] = []
+    first_by_hash: dict[str, FileRecord] = {}
+    copies: list[tuple[int, int]] = []  # (id, id of the earlier file with the same bytes)
+    batch_ids: list[int] = []
+    batch_pixels: list[NDArray[np.uint8]] = []
+    described: list[tuple[list[int], NDArray[np.float32]]] = []
+    n_ok = 0
+
+    def flush() -> None:
+        if batch_pixels:
+            described.append((list(batch_ids), describe_images(descriptor, batch_pixels)))
+            batch_ids.clear()
+            batch_pixels.clear()
+
+    for done, (path, (root, rel)) in enumerate(zip(files, roots_rel, strict=True), start=1):
+        size = mtime = None
+        try:
+            data = images.read_file(path, only_images=True)
+            if data is None:
+                summary.ignored += 1
+                continue
+            st = os.stat(path)
+            size, mtime = st.st_size, st.st_mtime_ns
+            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            earlier = first_by_hash.get(digest)
+            if earlier is not None:
+                rec = FileRecord(n_ok, root, rel, size, mtime, digest, earlier.width, earlier.height, earlier.format)
+                copies.append((n_ok, earlier.id))  # type: ignore[arg-type]
+                summary.exact_duplicates += 1
+            else:
+                img = images.decode(data, descriptor.image_size, name=path)
+                rec = FileRecord(n_ok, root, rel, size, mtime, digest, img.width, img.height, img.format)
+                first_by_hash[digest] = rec
+                batch_ids.append(n_ok)
+                batch_pixels.append(img.pixels)
+            n_ok += 1
+            records.append(rec)
+        except ImageError as e:
+            records.append(FileRecord(None, root, rel, size, mtime, status="error", error=e.reason))
+            summary.skipped.append((display_path(path), e.reason))
+            on_problem(display_path(path), e.reason)
+        finally:
+            if len(batch_pixels) >= batch_size:
+                flush()
+            progress(done, total)
+    flush()
+    X = np.zeros((n_ok, descriptor.n_features), dtype=np.float32)
+    for ids, rows in described:
+        X[ids] = rows
+    for i, j in copies:
+        X[i] = X[j]
+    return records, X
+
+
+def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.PathLike[str] = DEFAULT_INDEX, *,
+                descriptor: str = "gist", descriptor_params: dict[str, Any] | None = None, encoder: str = "lsh",
+                n_bits: int = 64, seed: int = 0, hidden: bool = False, batch_size: int = 32,
+                progress: Progress = _ignore, on_problem: OnProblem = _ignore) -> IndexSummary:
+    """Index folders of images: walk, describe, fit the encoder, encode, and write a new index generation.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Folders (walked recursively) and single image files.
+    index_dir : path-like, default ".hashdup"
+        Index folder; an existing index there is replaced atomically when this run succeeds.
+    descriptor : {"gist", "color", "gist+color"}
+    descriptor_params : dict, optional
+        Keyword parameters of the descriptor.
+    encoder : {"lsh", "median"}
+    n_bits : int
+        Code length, 8 to 1024.
+    seed : int
+        ``random_state`` of the encoder.
+    hidden : bool
+        Also index hidden files and folders.
+    batch_size : int
+        Images described together.
+    progress, on_problem : callables
+        See :data:`Progress` and :data:`OnProblem`.
+
+    Returns
+    -------
+    IndexSummary
+
+    Raises
+    ------
+    HashdupError
+        When no image could be indexed or the encoder cannot be fitted; the previous index is then left untouched.
+    """
+    t0 = time.perf_counter()
+    bits.check_n_bits(n_bits)
+    index_dir = Path(index_dir)
+    desc = make_descriptor(descriptor, **(descriptor_params or {}))
+    enc = make_encoder(encoder, n_bits=n_bits, random_state=seed)
+    found = walk(paths, hidden=hidden, exclude=[index_dir])
+    summary = IndexSummary(index=str(index_dir))
+    for p, reason in found.problems:
+        summary.skipped.append((display_path(p), reason))
+        on_problem(display_path(p), reason)
+    abspaths = [found.abspath(f) for f in found.files]
+    records, X = _extract(abspaths, [(f.root, f.relpath) for f in found.files], desc, summary, progress, on_problem,
+                          batch_size, len(abspaths))
+    summary.files = len(records)
+    summary.indexed = X.shape[0]
+    if summary.indexed == 0:
+        where = ", ".join(os.fsdecode(p) for p in paths)
+        raise HashdupError(f"no images could be indexed under {where} ({len(summary.skipped)} skipped, "
+                           f"{summary.ignored} non-image files ignored)")
+    try:
+        enc.fit(X)
+    except ValueError as e:
+        raise HashdupError(f"cannot fit the {encoder} encoder on {X.shape[0]} images: {e}") from e
+    codes = enc.encode(X)
+    gen = new_generation(index_dir)
+    CodeFile.write(gen.path("codes"), codes, n_bits, enc.fingerprint())
+    write_catalogue(gen.path("catalogue"), found.roots, records)
+    write_descriptors(gen.path("descriptors"), X.astype(STORED_DTYPE))
+    enc.save(gen.path("encoder"))
+    commit(gen, {
+        "hashdup": __version__,
+        "roots": found.roots,
+        "descriptor": {"name": desc.name, "params": desc.get_params(), "n_features": desc.n_features,
+                       "dtype": np.dtype(STORED_DTYPE).name},
+        "encoder": {"name": enc.name, "n_bits": n_bits, "params": enc.get_params(), "fingerprint": enc.fingerprint().hex()},
+        "counts": {"files": summary.files, "indexed": summary.indexed, "errors": summary.files - summary.indexed,
+                   "exact_duplicates": summary.exact_duplicates},
+    })
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+class Index:
+    """An opened index: the stored files plus the descriptor, encoder and search engine they describe."""
+
+    def __init__(self, index_dir: str | os.PathLike[str] = DEFAULT_INDEX, *, verify: bool = True) -> None:
+        self.stored = StoredIndex(index_dir, verify=verify)
+        m = self.stored.manifest
+        self.descriptor: Descriptor = make_descriptor(m["descriptor"]["name"], **m["descriptor"]["params"])
+        self.encoder: BaseEncoder = load_encoder(self.stored.path("encoder"))
+        if self.encoder.fingerprint() != self.stored.codes.fingerprint:
+            raise IndexFileError(str(self.stored.path("encoder")), "encoder does not match the code file's fingerprint")
+        self.search = HammingIndex(self.stored.codes)
+
+    @property
+    def n_bits(self) -> int:
+        return self.stored.codes.n_bits
+
+    def __len__(self) -> int:
+        return len(self.search)
+
+    def paths(self, ids: Iterable[int]) -> list[str]:
+        cat = self.stored.catalogue
+        return [display_path(cat.abspath(r)) for r in cat.records(ids)]
+
+    def close(self) -> None:
+        self.stored.close()
+
+
+def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radius: int | None = None,
+          on_problem: OnProblem = _ignore) -> tuple[list[dict[str, Any]], int]:
+    """Find indexed images similar to each query image.
+
+    The query images need not be indexed; a query that is itself an indexed file is left out of its own results.
+    With ``radius``, every image within that Hamming distance (inclusive) is returned, the ``k`` nearest of them
+    when ``k`` is also given; without it, the ``k`` nearest.
+
+    Returns
+    -------
+    rows : list of dict
+        ``{"query", "rank", "path", "distance"}`` ordered by query (as given), distance, path; ranks start at 1.
+    failed : int
+        Query images that could not be read (each reported through ``on_problem``).
+    """
+    if k is None and radius is None:
+        raise ValueError("give k, radius or both")
+    good: list[tuple[str, int | None]] = []
+    pixels = []
+    failed = 0
+    for q in image_paths:
+        try:
+            pixels.append(images.load(q, index.descriptor.image_size).pixels)
+        except ImageError as e:
+            on_problem(q, e.reason)
+            failed += 1
+            continue
+        rec = index.stored.catalogue.find(os.path.abspath(q)) or index.stored.catalogue.find(os.path.realpath(q))
+        good.append((q, rec.id if rec is not None else None))
+    codes = index.encoder.encode(describe_images(index.descriptor, pixels))
+    if radius is not None:
+        lims, D, I = index.search.radius(codes, radius)
+        hits = [(D[lims[n] : lims[n + 1]], I[lims[n] : lims[n + 1]]) for n in range(len(good))]
+    else:
+        Dk, Ik = index.search.knn(codes, k + 1)  # one more, in case the query itself is indexed
+        hits = [(Dk[n][Ik[n] >= 0], Ik[n][Ik[n] >= 0]) for n in range(len(good))]
+    rows: list[dict[str, Any]] = []
+    for (q, self_id), (D, I) in zip(good, hits, strict=True):
+        keep = I != self_id if self_id is not None else np.ones(I.shape, bool)
+        D, I = D[keep], I[keep]
+        if k is not None:
+            D, I = D[:k], I[:k]
+        found = sorted(zip(D.tolist(), index.paths(I.tolist()), strict=True))
+        rows.extend({"query": q, "rank": r, "path": p, "distance": d} for r, (d, p) in enumerate(found, start=1))
+    return rows, failed
+
+
+def default_radius(n_bits: int) -> int:
+    """The default ``dedup`` radius for ``n_bits``-bit codes: :data:`DEFAULT_RADIUS_FRACTION` of the bits, rounded."""
+    return int(round(DEFAULT_RADIUS_FRACTION * n_bits))
+
+
+def dedup(index: Index, radius: int | None = None) -> list[dict[str, Any]]:
+    """Group near-duplicate images.
+
+    Two images are linked when their codes are within ``radius`` bits (inclusive) or their files are byte-identical;
+    groups are the connected components of that graph (single linkage) with two or more members.
+
+    Returns
+    -------
+    list of dict
+        ``{"group": int, "paths": [str, ...], "max_distance": int}``: paths sorted, ``max_distance`` the largest
+        Hamming distance between any two members; groups ordered by their first path and numbered from 1.
+    """
+    radius = default_radius(index.n_bits) if radius is None else radius
+    if radius < 0:
+        raise ValueError(f"radius must be ≥ 0, got {radius}")
+    i, j, _ = index.search.self_join(radius)
+    same_i, same_j = index.stored.catalogue.identical_pairs()
+    members = connected_groups(len(index), np.concatenate([i, same_i]), np.concatenate([j, same_j]))
+    codes = index.stored.codes.codes
+    groups = []
+    for ids in members:
+        paths = index.paths(ids.tolist())
+        max_d = int(bits.hamming(codes[ids], codes[ids]).max())
+        groups.append({"paths": sorted(paths), "max_distance": max_d})
+    groups.sort(key=lambda g: g["paths"])
+    return [{"group": n, **g} for n, g in enumerate(groups, start=1)]
+
+
+def info(index: Index) -> dict[str, Any]:
+    """Counts, settings, sizes on disk and skipped files of an index, for ``hashdup info``."""
+    m = index.stored.manifest
+    cat = index.stored.catalogue
+    sizes = {kind: entry["bytes"] for kind, entry in m["files"].items()}
+    manifest_bytes = (index.stored.folder / "index.json").stat().st_size
+    return {
+        "index": display_path(os.path.abspath(index.stored.folder)),
+        "generation": m["generation"],
+        "created": m["created"],
+        "roots": [display_path(r) for r in m["roots"]],
+        "files": cat.count(),
+        "indexed": len(index),
+        "errors": cat.count("error"),
+        "exact_duplicates": m["counts"]["exact_duplicates"],
+        "descriptor": {k: m["descriptor"][k] for k in ("name", "params", "n_features", "dtype")},
+        "encoder": {"name": m["encoder"]["name"], "n_bits": m["encoder"]["n_bits"], "params": m["encoder"]["params"]},
+        "bytes_on_disk": {**sizes, "manifest": manifest_bytes, "total": sum(sizes.values()) + manifest_bytes},
+        "skipped": [{"path": display_path(cat.abspath(r)), "error": r.error} for r in cat.errors()],
+    }
