@@ -169,8 +169,8 @@ def query(images: tuple[str, ...], k: int | None, radius: int | None, fmt: str, 
 
 @cli.command()
 @click.option("--radius", type=click.IntRange(min=0), default=None,
-              help="Largest Hamming distance between linked images (inclusive) [default: 8 for 64-bit codes, "
-                   "scaled with the code length].")
+              help="Largest Hamming distance between linked images (inclusive) [default: 3 for 64-bit codes, "
+                   "3/64 of the code length in general].")
 @format_options
 @index_option
 @quiet_option

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 def connected_groups(n: int, i: ArrayLike, j: ArrayLike) -> list[NDArray[np.int64]]:
@@ -16,6 +14,9 @@ def connected_groups(n: int, i: ArrayLike, j: ArrayLike) -> list[NDArray[np.int6
     list of ndarray of int64
         Each group's node ids, ascending; groups ordered by their smallest id.
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
     if n == 0 or i.size == 0:
         return []

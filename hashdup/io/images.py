@@ -168,7 +168,8 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, MemoryError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "truncated" in msg.lower() or isinstance(e, EOFError):
-            raise ImageError(name, f"truncated image ({msg})") from e
+            detail = msg.replace("image file is truncated", "").strip(" ()")
+            raise ImageError(name, f"truncated image ({detail})" if detail else "truncated image") from e
         raise ImageError(name, f"corrupt image ({msg})") from e
 
 

@@ -1,0 +1,132 @@
+"""The command line through click's CliRunner (and one real subprocess): exit codes, JSON on stdout only."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hashdup.cli import cli, main
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def run(runner, args):
+    """Invoke through main() so that the exit codes are those of the console script."""
+    return runner.invoke(_Main(), args)
+
+
+class _Main:
+    """Adapter making ``main`` look like a click command for CliRunner, so HashdupError → exit 1 is exercised."""
+
+    name = "hashdup"
+
+    def main(self, args=None, prog_name=None, **kwargs):
+        main(list(args))
+
+
+def test_index_then_dedup_query_info(runner, built_index, tmp_path):
+    images, _ = built_index
+    idx = str(tmp_path / "idx")
+    r = run(runner, ["index", str(images), "--index", idx])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == ""  # stdout is data only; index prints nothing there
+    assert "skipped" in r.stderr and "truncated.jpg" in r.stderr and "notes.jpg" in r.stderr
+    assert "indexed 21 of 23" in r.stderr
+
+    r = run(runner, ["dedup", "--index", idx])
+    assert r.exit_code == 0
+    groups = json.loads(r.stdout)
+    assert len(groups) == 6 and set(groups[0]) == {"group", "paths", "max_distance"}
+
+    r = run(runner, ["dedup", "--index", idx, "--jsonl", "--radius", "0"])
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert all(g["max_distance"] == 0 for g in lines)
+    assert any(g["paths"][0].endswith("grace_hopper_copy.jpg") for g in lines)
+
+    q = str(images / "photos" / "chelsea.jpg")
+    r = run(runner, ["query", q, "-k", "3", "--index", idx])
+    rows = json.loads(r.stdout)
+    assert r.exit_code == 0 and [row["rank"] for row in rows] == [1, 2, 3]
+    assert rows[0]["path"].endswith("copies/chelsea_q30.jpg") and rows[0]["query"] == q
+
+    r = run(runner, ["query", q, "-k", "3", "--index", idx, "--table"])
+    assert r.stdout.splitlines()[0].split() == ["query", "rank", "distance", "path"]
+    assert len(r.stdout.splitlines()) == 5
+
+    r = run(runner, ["info", "--index", idx])
+    info = json.loads(r.stdout)
+    assert info["indexed"] == 21 and info["encoder"]["n_bits"] == 64 and len(info["skipped"]) == 2
+
+
+def test_query_with_a_bad_image_exits_1_but_answers_the_rest(runner, built_index):
+    images, index_dir = built_index
+    r = run(runner, ["query", str(images / "photos" / "coffee.jpg"), str(images / "bad" / "notes.jpg"),
+                     "--index", str(index_dir), "--jsonl"])
+    assert r.exit_code == 1
+    assert "notes.jpg: not an image" in r.stderr
+    assert len(r.stdout.splitlines()) == 12 and all(json.loads(x)["query"].endswith("coffee.jpg")
+                                                   for x in r.stdout.splitlines())
+
+
+@pytest.mark.parametrize("args", [
+    ["index"],
+    ["index", "/definitely/not/here"],
+    ["index", ".", "--bits", "4"],
+    ["index", ".", "--encoder", "nope"],
+    ["query"],
+    ["query", "x.jpg", "-k", "0"],
+    ["dedup", "--radius", "-1"],
+    ["frobnicate"],
+])
+def test_usage_errors_exit_2(runner, args):
+    r = run(runner, args)
+    assert r.exit_code == 2, r.output
+    assert r.stdout == ""
+
+
+def test_missing_index_exits_1(runner, tmp_path):
+    for cmd in (["dedup"], ["info"], ["query", "x.jpg"]):
+        r = run(runner, [*cmd, "--index", str(tmp_path / "none")])
+        assert r.exit_code == 1
+        assert "no index at" in r.stderr and r.stdout == ""
+
+
+def test_corrupt_index_exits_1_naming_the_file(runner, tmp_path, sample_dir):
+    idx = tmp_path / "idx"
+    assert run(runner, ["index", str(sample_dir / "photos"), "--index", str(idx), "-q"]).exit_code == 0
+    codes = next(idx.glob("codes-*.hdc"))
+    codes.write_bytes(codes.read_bytes()[:-3])
+    r = run(runner, ["dedup", "--index", str(idx)])
+    assert r.exit_code == 1 and codes.name in r.stderr
+
+
+def test_index_folder_from_environment(runner, tmp_path, sample_dir, monkeypatch):
+    monkeypatch.setenv("HASHDUP_INDEX", str(tmp_path / "envidx"))
+    r = run(runner, ["index", str(sample_dir / "copies"), "-q", "--descriptor", "color", "--bits", "32"])
+    assert r.exit_code == 0 and r.stderr == ""
+    assert json.loads(run(runner, ["info"]).stdout)["descriptor"]["name"] == "color"
+
+
+def test_help_has_examples(runner):
+    for cmd in ("index", "query", "dedup", "info"):
+        r = runner.invoke(cli, [cmd, "--help"])
+        assert r.exit_code == 0 and "Example" in r.output
+
+
+def test_python_dash_m_and_exit_status(tmp_path, sample_dir):
+    env = {**os.environ, "HASHDUP_INDEX": str(tmp_path / "idx")}
+    p = subprocess.run([sys.executable, "-m", "hashdup", "index", str(sample_dir / "copies")], env=env,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout == "" and "indexed 7 of 7" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "hashdup", "dedup", "--radius", "0"], env=env, capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert p.returncode == 0 and json.loads(p.stdout) == []
+    p = subprocess.run([sys.executable, "-m", "hashdup", "query", "--bogus"], env=env, capture_output=True, text=True)
+    assert p.returncode == 2
