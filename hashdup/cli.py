@@ -100,6 +100,7 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
         hashdup index ./photos --bits 64
     """
     from hashdup import pipeline
+    from hashdup.descriptors import make_descriptor
 
     bar = None
     if not quiet and sys.stderr.isatty():
@@ -119,10 +120,12 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
 
     params = {"image_size": image_size} if image_size else {}
     try:
+        make_descriptor(descriptor, **params)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--image-size") from e
+    try:
         s = pipeline.build_index(paths, index_dir, descriptor=descriptor, descriptor_params=params, encoder=encoder,
                                  n_bits=n_bits, seed=seed, hidden=hidden, progress=progress, on_problem=problem)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
     finally:
         if bar is not None:
             bar.close()

@@ -27,7 +27,7 @@ from hashdup.io import images
 from hashdup.io.catalogue import FileRecord, write_catalogue
 from hashdup.io.codefile import CodeFile
 from hashdup.io.store import StoredIndex, commit, new_generation, write_descriptors
-from hashdup.io.walk import display_path, walk
+from hashdup.io.walk import WalkResult, display_path, walk
 
 DEFAULT_INDEX = ".hashdup"
 #: Default Hamming radius of ``dedup``, as a fraction of the code length: 3 bits of 64. Measured by bench/radius.py
@@ -71,10 +71,10 @@ def describe_images(descriptor: Descriptor, pixels: Sequence[NDArray[np.uint8]])
     return descriptor.describe(np.stack(pixels)).astype(STORED_DTYPE).astype(np.float32)
 
 
-def _extract(files: Iterable[str], roots_rel: Iterable[tuple[int, str]], descriptor: Descriptor, summary: IndexSummary,
-             progress: Progress, on_problem: OnProblem, batch_size: int, total: int
-             ) -> tuple[list[FileRecord], NDArray[np.float32]]:
-    """Read, hash, decode and describe files in order; returns catalogue records and the (n_ok, d) descriptors."""
+def _extract(found: WalkResult, descriptor: Descriptor, summary: IndexSummary, progress: Progress,
+             on_problem: OnProblem, batch_size: int) -> tuple[list[FileRecord], NDArray[np.float32]]:
+    """Read, hash, decode and describe the walked files in order; returns catalogue records and the (n_ok, d)
+    descriptors (row i for id i). Files with the same bytes as an earlier one are not decoded again."""
     records: list[FileRecord] = []
     first_by_hash: dict[str, FileRecord] = {}
     copies: list[tuple[int, int]] = []  # (id, id of the earlier file with the same bytes)
@@ -82,6 +82,7 @@ def _extract(files: Iterable[str], roots_rel: Iterable[tuple[int, str]], descrip
     batch_pixels: list[NDArray[np.uint8]] = []
     described: list[tuple[list[int], NDArray[np.float32]]] = []
     n_ok = 0
+    total = len(found.files)
 
     def flush() -> None:
         if batch_pixels:
@@ -89,23 +90,23 @@ def _extract(files: Iterable[str], roots_rel: Iterable[tuple[int, str]], descrip
             batch_ids.clear()
             batch_pixels.clear()
 
-    for done, (path, (root, rel)) in enumerate(zip(files, roots_rel, strict=True), start=1):
+    for done, f in enumerate(found.files, start=1):
+        path, root, rel = found.abspath(f), f.root, f.relpath
         size = mtime = None
         try:
-            data = images.read_file(path, only_images=True)
-            if data is None:
+            content = images.read_file(path, only_images=True)
+            if content is None:
                 summary.ignored += 1
                 continue
-            st = os.stat(path)
-            size, mtime = st.st_size, st.st_mtime_ns
-            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            size, mtime = content.size, content.mtime_ns
+            digest = hashlib.blake2b(content.data, digest_size=16).hexdigest()
             earlier = first_by_hash.get(digest)
             if earlier is not None:
                 rec = FileRecord(n_ok, root, rel, size, mtime, digest, earlier.width, earlier.height, earlier.format)
                 copies.append((n_ok, earlier.id))  # type: ignore[arg-type]
                 summary.exact_duplicates += 1
             else:
-                img = images.decode(data, descriptor.image_size, name=path)
+                img = images.decode(content.data, descriptor.image_size, name=path)
                 rec = FileRecord(n_ok, root, rel, size, mtime, digest, img.width, img.height, img.format)
                 first_by_hash[digest] = rec
                 batch_ids.append(n_ok)
@@ -175,9 +176,7 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     for p, reason in found.problems:
         summary.skipped.append((display_path(p), reason))
         on_problem(display_path(p), reason)
-    abspaths = [found.abspath(f) for f in found.files]
-    records, X = _extract(abspaths, [(f.root, f.relpath) for f in found.files], desc, summary, progress, on_problem,
-                          batch_size, len(abspaths))
+    records, X = _extract(found, desc, summary, progress, on_problem, batch_size)
     summary.files = len(records)
     summary.indexed = X.shape[0]
     if summary.indexed == 0:
@@ -308,9 +307,10 @@ def dedup(index: Index, radius: int | None = None) -> list[dict[str, Any]]:
     codes = index.stored.codes.codes
     groups = []
     for ids in members:
-        paths = index.paths(ids.tolist())
-        max_d = int(bits.hamming(codes[ids], codes[ids]).max())
-        groups.append({"paths": sorted(paths), "max_distance": max_d})
+        member_codes = np.asarray(codes[ids])
+        max_d = max(int(bits.hamming(member_codes[a : a + 1024], member_codes).max())
+                    for a in range(0, len(ids), 1024))  # in blocks: memory stays bounded for huge groups
+        groups.append({"paths": sorted(index.paths(ids.tolist())), "max_distance": max_d})
     groups.sort(key=lambda g: g["paths"])
     return [{"group": n, **g} for n, g in enumerate(groups, start=1)]
 

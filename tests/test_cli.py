@@ -130,3 +130,8 @@ def test_python_dash_m_and_exit_status(tmp_path, sample_dir):
     assert p.returncode == 0 and json.loads(p.stdout) == []
     p = subprocess.run([sys.executable, "-m", "hashdup", "query", "--bogus"], env=env, capture_output=True, text=True)
     assert p.returncode == 2
+
+
+def test_bad_descriptor_size_is_a_usage_error(runner, sample_dir, tmp_path):
+    r = run(runner, ["index", str(sample_dir / "copies"), "--image-size", "100", "--index", str(tmp_path / "i")])
+    assert r.exit_code == 2 and "--image-size" in r.stderr and not (tmp_path / "i").exists()

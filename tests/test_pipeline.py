@@ -223,3 +223,18 @@ def test_missing_files(small_index, tmp_path):
 def test_new_generation_after_unreadable_manifest(small_index):
     (small_index / "index.json").write_text("{not json")
     assert store.new_generation(small_index).number == 2
+
+
+def test_file_vanishing_during_the_run_is_skipped(tmp_path, monkeypatch):
+    imgs = _small_set(tmp_path / "imgs", 3)
+    real_walk = pipeline.walk
+
+    def walk_then_delete(*a, **k):
+        res = real_walk(*a, **k)
+        (imgs / "1.jpg").unlink()
+        return res
+
+    monkeypatch.setattr(pipeline, "walk", walk_then_delete)
+    problems = []
+    s = pipeline.build_index([imgs], tmp_path / "idx", on_problem=lambda p, r: problems.append((Path(p).name, r)))
+    assert s.indexed == 2 and problems == [("1.jpg", "cannot read file: No such file or directory")]

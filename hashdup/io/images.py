@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,8 +90,17 @@ class DecodedImage:
     decoded_size: tuple[int, int]
 
 
+@dataclass(frozen=True)
+class FileBytes:
+    """A file's content with the size and modification time of the file it was read from."""
+
+    data: bytes
+    size: int
+    mtime_ns: int
+
+
 def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
-              only_images: bool = False) -> bytes | None:
+              only_images: bool = False) -> FileBytes | None:
     """Read a whole file, refusing ones larger than ``max_bytes``.
 
     Parameters
@@ -104,20 +112,24 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
         Return None, after reading only the first 16 bytes, for a file that neither starts with a known image
         signature (:func:`sniff_format`) nor has an image extension: such files are not hashdup's business.
 
+    Returns
+    -------
+    FileBytes or None
+
     Raises
     ------
     ImageError
-        When the file cannot be read or is too large.
+        When the file cannot be read (missing, vanished, unreadable, a broken link) or is too large.
     """
     spath = os.fsdecode(path)
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
             head = f.read(16)
             if only_images and sniff_format(head) is None and not is_image_name(spath):
                 return None
-            if size > max_bytes:
-                raise ImageError(spath, f"file too large ({size} bytes, limit {max_bytes})")
+            if st.st_size > max_bytes:
+                raise ImageError(spath, f"file too large ({st.st_size} bytes, limit {max_bytes})")
             data = head + f.read(max_bytes + 1 - len(head))
     except OSError as e:
         if os.path.islink(path) and not os.path.exists(path):
@@ -125,7 +137,7 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
         raise ImageError(spath, f"cannot read file: {e.strerror or e}") from e
     if len(data) > max_bytes:
         raise ImageError(spath, f"file too large (over {max_bytes} bytes)")
-    return data
+    return FileBytes(data, st.st_size, st.st_mtime_ns)
 
 
 def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> DecodedImage:
@@ -165,7 +177,7 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
         kind = sniff_format(data[:16])
         reason = f"corrupt {kind} file" if kind else "not an image (unknown format)"
         raise ImageError(name, reason) from e
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, MemoryError) as e:
+    except Exception as e:  # Pillow's plugins raise many kinds of errors on malformed input; none may stop a run
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "truncated" in msg.lower() or isinstance(e, EOFError):
             detail = msg.replace("image file is truncated", "").strip(" ()")
@@ -253,7 +265,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def load(path: str | os.PathLike[str], size: int, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Read and decode one image file into a square RGB array (see :func:`decode`)."""
-    return decode(read_file(path), size, name=os.fsdecode(path), max_pixels=max_pixels)
+    content = read_file(path)
+    assert content is not None  # only_images=False never returns None
+    return decode(content.data, size, name=os.fsdecode(path), max_pixels=max_pixels)
 
 
 def is_image_name(path: str | os.PathLike[str]) -> bool:
