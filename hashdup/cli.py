@@ -103,16 +103,16 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
     from hashdup.descriptors import make_descriptor
 
     bar = None
-    if not quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="img", desc="indexing", file=sys.stderr, leave=False, dynamic_ncols=True)
+    show_bar = not quiet and sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if show_bar and bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="img", desc="indexing", file=sys.stderr, leave=False, dynamic_ncols=True)
         if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh() if done == total else bar.update(0)
+            bar.update(done - bar.n)
 
     def problem(path: str, reason: str) -> None:
         if not quiet:

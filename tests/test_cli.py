@@ -135,3 +135,46 @@ def test_python_dash_m_and_exit_status(tmp_path, sample_dir):
 def test_bad_descriptor_size_is_a_usage_error(runner, sample_dir, tmp_path):
     r = run(runner, ["index", str(sample_dir / "copies"), "--image-size", "100", "--index", str(tmp_path / "i")])
     assert r.exit_code == 2 and "--image-size" in r.stderr and not (tmp_path / "i").exists()
+
+
+def test_non_utf8_file_names_come_out_as_their_bytes(runner, tmp_path, sample_dir):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    src = (sample_dir / "photos" / "chelsea.jpg").read_bytes()
+    (imgs / os.fsdecode(b"caf\xe9.jpg")).write_bytes(src)
+    (imgs / "copy.jpg").write_bytes(src)
+    assert run(runner, ["index", str(imgs), "--index", str(tmp_path / "i"), "-q"]).exit_code == 0
+    r = run(runner, ["dedup", "--index", str(tmp_path / "i"), "--jsonl"])
+    assert r.exit_code == 0 and b"/caf\xe9.jpg" in r.stdout_bytes
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, sample_dir):
+    """tqdm draws on stderr when it is a terminal (here a pseudo-terminal), never with --quiet."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    def stderr_of(*extra):
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+        p = subprocess.Popen([sys.executable, "-m", "hashdup", "index", str(sample_dir / "copies"),
+                              "--index", str(tmp_path / "i"), *extra], stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        out, _ = p.communicate()
+        os.close(master)
+        assert p.returncode == 0 and out == b""
+        return b"".join(chunks).decode(errors="replace")
+
+    shown = stderr_of()
+    assert "indexing" in shown and "img" in shown and "indexed 7 of 7" in shown
+    assert stderr_of("--quiet") == ""

@@ -32,6 +32,19 @@ def test_formats_decode_to_square_rgb(fmt):
     assert np.abs(out.pixels - ref).mean() < tol
 
 
+@pytest.mark.parametrize("fmt, sniffed", [("HEIF", "HEIF"), ("AVIF", "AVIF")])
+def test_heif_and_avif(fmt, sniffed):
+    """HEIC/HEIF through the pillow-heif extra (installed with the test extra), AVIF through Pillow or the extra."""
+    assert images.HEIF_SUPPORT
+    src = Image.fromarray(rgb_noise(48, 64, seed=3))
+    data = encode(src, fmt, quality=90)
+    assert images.sniff_format(data[:16]) == sniffed
+    out = images.decode(data, 32)
+    assert (out.width, out.height) == (64, 48)
+    ref = np.asarray(src.resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.float64)
+    assert np.abs(out.pixels - ref).mean() < 12
+
+
 def test_format_comes_from_content_not_extension(tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(encode(Image.fromarray(rgb_noise(32, 32)), "PNG"))
