@@ -85,6 +85,7 @@ def test_blocks_are_stitched_correctly(monkeypatch):
     """Small blocks force every code path that joins partial results across blocks."""
     monkeypatch.setattr(scan, "DB_BLOCK", 7)
     monkeypatch.setattr(scan, "QUERY_BLOCK", 3)
+    monkeypatch.setattr(scan, "JOIN_BLOCK", 5)
     db, q = make(50, 10, 70, 3, dup_rate=0.3)
     idx = HammingIndex(bits.pack(db), 70)
     Dall = oracle_distances(db, q)

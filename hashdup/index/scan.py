@@ -13,9 +13,11 @@ from numpy.typing import NDArray
 
 from hashdup.bits import as_words
 
-#: Database rows per block: bounds temporaries to about QUERY_BLOCK × DB_BLOCK × 4 bytes.
+#: Rows per block: temporaries stay near QUERY_BLOCK × DB_BLOCK × 8 bytes (32 MiB) whatever the file size.
 DB_BLOCK = 1 << 16
 QUERY_BLOCK = 64
+#: Rows of the outer loop of the self-join (the inner loop uses DB_BLOCK // 4 rows).
+JOIN_BLOCK = 256
 
 
 def _distances(q: NDArray[np.uint64], db: NDArray[np.uint64]) -> NDArray[np.int32]:
@@ -89,11 +91,11 @@ def self_join_scan(db: NDArray[np.uint8], radius: int) -> tuple[NDArray[np.int64
     dbw = as_words(db)
     n = dbw.shape[0]
     out_i, out_j, out_d = [], [], []
-    step = 1024
-    for a in range(0, n, step):
-        qa = np.asarray(dbw[a : a + step])
-        for b in range(a, n, DB_BLOCK):
-            Dblk = _distances(qa, np.asarray(dbw[b : b + DB_BLOCK]))
+    inner = max(DB_BLOCK // 4, 1)
+    for a in range(0, n, JOIN_BLOCK):
+        qa = np.asarray(dbw[a : a + JOIN_BLOCK])
+        for b in range(a, n, inner):
+            Dblk = _distances(qa, np.asarray(dbw[b : b + inner]))
             ii, jj = np.nonzero(Dblk <= radius)
             ii, jj = ii + a, jj + b
             keep = ii < jj
