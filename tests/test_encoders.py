@@ -54,6 +54,17 @@ def test_same_seed_same_bytes(name):
     assert a.tobytes() == b.tobytes()
 
 
+def test_a_row_encodes_the_same_alone_and_in_a_batch(name):
+    """A query must get exactly the code its image got at indexing time, bits near a threshold included."""
+    X = _data(n=201)
+    X[100] = X[50]  # a duplicate row: with an odd n its projection can be the median itself
+    enc = make_encoder(name, n_bits=32, random_state=0).fit(X)
+    batch = enc.encode(X)
+    alone = np.vstack([enc.encode(X[i : i + 1]) for i in range(len(X))])
+    np.testing.assert_array_equal(alone, batch)
+    np.testing.assert_array_equal(enc.encode(X[37:]), batch[37:])
+
+
 def test_save_load_round_trip(tmp_path, name):
     X = _data()
     enc = make_encoder(name, n_bits=24, random_state=1).fit(X)

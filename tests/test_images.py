@@ -60,19 +60,21 @@ def test_gif_first_frame():
     assert (px[..., 0] > 200).all() and (px[..., 2] < 50).all()
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP", "JPEG"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_matches_pillow(orientation):
+def test_exif_orientation_matches_pillow(fmt, orientation):
     src = Image.fromarray(rgb_noise(40, 60, seed=orientation))
     exif = Image.Exif()
     exif[0x0112] = orientation
-    data = encode(src, "PNG", exif=exif)
+    data = encode(src, fmt, exif=exif, **({"lossless": True} if fmt == "WEBP" else {}))
     out = images.decode(data, 32)
     upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     expected = np.asarray(upright.resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=3.0))
-    np.testing.assert_array_equal(out.pixels, expected)
-    assert (out.width, out.height) == upright.size
-    if orientation >= 5:
-        assert (out.width, out.height) == (40, 60)
+    if fmt == "JPEG":  # lossy, and decoded through a different path (DCT scaling): close, not identical
+        assert np.abs(out.pixels.astype(int) - expected).mean() < 3
+    else:
+        np.testing.assert_array_equal(out.pixels, expected)
+    assert (out.width, out.height) == upright.size == ((40, 60) if orientation >= 5 else (60, 40))
 
 
 def test_exif_rotated_jpeg_equals_upright_photo(sample_dir):
@@ -82,9 +84,12 @@ def test_exif_rotated_jpeg_equals_upright_photo(sample_dir):
     assert np.abs(rotated.pixels.astype(int) - upright.pixels).mean() < 4
 
 
-def test_large_jpeg_is_decoded_at_reduced_size():
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO"])
+def test_large_jpeg_is_decoded_at_reduced_size(fmt):
     big = Image.fromarray(rgb_noise(1800, 2400, seed=2))
-    out = images.decode(encode(big, "JPEG", quality=85), 128)
+    extra = {"save_all": True, "append_images": [big.resize((240, 180))]} if fmt == "MPO" else {}
+    out = images.decode(encode(big, fmt, quality=85, **extra), 128)
+    assert out.format == fmt
     assert (out.width, out.height) == (2400, 1800)
     assert out.decoded_size == (300, 225)  # DCT scaling by 1/8, still ≥ 128 on both sides
     assert out.pixels.shape == (128, 128, 3)

@@ -88,6 +88,14 @@ def test_stored_state_is_consistent(built_index):
     X = idx.stored.descriptors
     assert X.dtype == np.float16 and X.shape == (21, 512)
     np.testing.assert_array_equal(idx.encoder.encode(X.astype(np.float32)), idx.stored.codes.codes)
+    # each indexed file, described and encoded alone as a query would be, gets exactly its stored code
+    from hashdup.io import images
+
+    cat = idx.stored.catalogue
+    for rec in cat.records():
+        px = images.load(cat.abspath(rec), idx.descriptor.image_size).pixels
+        code = idx.encoder.encode(pipeline.describe_images(idx.descriptor, [px]))
+        np.testing.assert_array_equal(code[0], idx.stored.codes.codes[rec.id])
     info = pipeline.info(idx)
     assert (info["files"], info["indexed"], info["errors"], info["exact_duplicates"]) == (23, 21, 2, 1)
     assert sorted(Path(s["path"]).name for s in info["skipped"]) == ["notes.jpg", "truncated.jpg"]

@@ -48,6 +48,9 @@ def check_images(images: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
 
 
 def to_gray(images: NDArray[np.uint8]) -> NDArray[np.float32]:
-    """Luma of RGB images with the ITU-R BT.601 weights (as MATLAB's ``rgb2gray``), float32 in 0..255."""
-    w = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)
-    return images.astype(np.float32) @ w
+    """Luma of RGB images with the ITU-R BT.601 weights (as MATLAB's ``rgb2gray``), float32 in 0..255.
+
+    Computed element by element (not as a matrix product), so an image gives the same bits alone or in a batch.
+    """
+    rgb = images.astype(np.float32)
+    return rgb[..., 0] * np.float32(0.2989) + rgb[..., 1] * np.float32(0.5870) + rgb[..., 2] * np.float32(0.1140)

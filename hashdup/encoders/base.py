@@ -18,6 +18,26 @@ from hashdup.io.atomic import atomic_write_bytes
 
 RandomState = int | np.random.Generator | None
 FORMAT_VERSION = 1
+#: Rows per matrix product in :func:`project`.
+PROJECTION_ROWS = 64
+
+
+def project(X: NDArray[np.float64], W: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``X @ W`` computed in zero-padded blocks of exactly :data:`PROJECTION_ROWS` rows.
+
+    BLAS picks different kernels, with different rounding, for different matrix shapes, so a plain ``X @ W`` can give
+    a row a different last bit when it is encoded alone (a query) than inside a batch (indexing), and a bit whose
+    projection lies near its threshold would flip. With one fixed shape, each row's result depends on that row only.
+    """
+    n = X.shape[0]
+    out = np.empty((n, W.shape[1]), dtype=np.float64)
+    block = np.zeros((PROJECTION_ROWS, X.shape[1]), dtype=np.float64)
+    for start in range(0, n, PROJECTION_ROWS):
+        m = min(PROJECTION_ROWS, n - start)
+        block[:m] = X[start : start + m]
+        block[m:] = 0.0
+        out[start : start + m] = (block @ W)[:m]
+    return out
 
 
 def check_random_state(random_state: RandomState) -> np.random.Generator:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.encoders.base import BaseEncoder, RandomState
+from hashdup.encoders.base import BaseEncoder, RandomState, project
 
 
 class LSH(BaseEncoder):
@@ -47,4 +47,4 @@ class LSH(BaseEncoder):
         self.planes_ = rng.standard_normal((X.shape[1], self.n_bits))
 
     def _bits(self, X: NDArray[np.float64]) -> NDArray[np.bool_]:
-        return (X - self.mean_) @ self.planes_ >= 0
+        return project(X - self.mean_, self.planes_) >= 0

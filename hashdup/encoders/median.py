@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.encoders.base import BaseEncoder, RandomState
+from hashdup.encoders.base import BaseEncoder, RandomState, project
 
 
 def pca(X: NDArray[np.float64], n_components: int) -> tuple[NDArray[np.float64], NDArray[np.float64],
@@ -70,7 +70,7 @@ class MedianPCA(BaseEncoder):
                 "use fewer bits or the lsh encoder"
             )
         self.mean_, self.components_, _ = pca(X, self.n_bits)
-        self.thresholds_ = np.median((X - self.mean_) @ self.components_, axis=0)
+        self.thresholds_ = np.median(project(X - self.mean_, self.components_), axis=0)
 
     def _bits(self, X: NDArray[np.float64]) -> NDArray[np.bool_]:
-        return (X - self.mean_) @ self.components_ > self.thresholds_
+        return project(X - self.mean_, self.components_) > self.thresholds_

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from hashdup.errors import ImageError
 
@@ -193,15 +193,16 @@ def _decode(data: bytes, size: int, name: str, max_pixels: int) -> DecodedImage:
         raise ImageError(name, f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageError(name, f"decompression bomb refused: {width}x{height} pixels exceeds the limit of {max_pixels}")
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    if isinstance(img, JpegImagePlugin.JpegImageFile):  # JPEG and MPO: decode at 1/2, 1/4 or 1/8 through the DCT
+        img.draft(img.mode, (size, size))
+    img.load()
+    decoded_size = img.size
+    # read after load: some plugins (TIFF) turn the pixels upright themselves while loading and drop the tag
     orientation = _exif_orientation(img)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)
-    if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
-        img.draft(img.mode if img.mode != "CMYK" else "CMYK", (size, size))
-    img.load()
-    decoded_size = img.size
     img = _to_rgb(img)
     if orientation not in (None, 1):
         img = _apply_orientation(img, orientation)
@@ -266,7 +267,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def load(path: str | os.PathLike[str], size: int, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Read and decode one image file into a square RGB array (see :func:`decode`)."""
     content = read_file(path)
-    assert content is not None  # only_images=False never returns None
+    if content is None:  # pragma: no cover - only_images=False always returns the content
+        raise ImageError(os.fsdecode(path), "not read")
     return decode(content.data, size, name=os.fsdecode(path), max_pixels=max_pixels)
 
 
