@@ -26,7 +26,7 @@ from hashdup.index import HammingIndex, connected_groups
 from hashdup.io import images
 from hashdup.io.catalogue import FileRecord, write_catalogue
 from hashdup.io.codefile import CodeFile
-from hashdup.io.store import StoredIndex, commit, new_generation, write_descriptors
+from hashdup.io.store import StoredIndex, commit, new_generation, write_descriptors, writer_lock
 from hashdup.io.walk import WalkResult, display_path, walk
 
 DEFAULT_INDEX = ".hashdup"
@@ -166,11 +166,17 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     HashdupError
         When no image could be indexed or the encoder cannot be fitted; the previous index is then left untouched.
     """
-    t0 = time.perf_counter()
     bits.check_n_bits(n_bits)
-    index_dir = Path(index_dir)
     desc = make_descriptor(descriptor, **(descriptor_params or {}))
     enc = make_encoder(encoder, n_bits=n_bits, random_state=seed)
+    with writer_lock(index_dir):
+        return _build(paths, Path(index_dir), desc, enc, hidden, batch_size, progress, on_problem)
+
+
+def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descriptor, enc: BaseEncoder, hidden: bool,
+           batch_size: int, progress: Progress, on_problem: OnProblem) -> IndexSummary:
+    t0 = time.perf_counter()
+    n_bits = enc.n_bits
     found = walk(paths, hidden=hidden, exclude=[index_dir])
     summary = IndexSummary(index=str(index_dir))
     for p, reason in found.problems:
@@ -186,7 +192,7 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     try:
         enc.fit(X)
     except ValueError as e:
-        raise HashdupError(f"cannot fit the {encoder} encoder on {X.shape[0]} images: {e}") from e
+        raise HashdupError(f"cannot fit the {enc.name} encoder on {X.shape[0]} images: {e}") from e
     codes = enc.encode(X)
     gen = new_generation(index_dir)
     CodeFile.write(gen.path("codes"), codes, n_bits, enc.fingerprint())
@@ -212,10 +218,17 @@ class Index:
     def __init__(self, index_dir: str | os.PathLike[str] = DEFAULT_INDEX, *, verify: bool = True) -> None:
         self.stored = StoredIndex(index_dir, verify=verify)
         m = self.stored.manifest
-        self.descriptor: Descriptor = make_descriptor(m["descriptor"]["name"], **m["descriptor"]["params"])
+        try:
+            self.descriptor: Descriptor = make_descriptor(m["descriptor"]["name"], **m["descriptor"]["params"])
+        except (TypeError, ValueError) as e:
+            raise IndexFileError(str(self.stored.folder / "index.json"), f"bad descriptor settings: {e}") from e
         self.encoder: BaseEncoder = load_encoder(self.stored.path("encoder"))
         if self.encoder.fingerprint() != self.stored.codes.fingerprint:
             raise IndexFileError(str(self.stored.path("encoder")), "encoder does not match the code file's fingerprint")
+        widths = {self.descriptor.n_features, m["descriptor"]["n_features"], self.encoder.n_features_in_}
+        if len(widths) != 1:
+            raise IndexFileError(str(self.stored.path("encoder")),
+                                 f"descriptor and encoder disagree on the feature count ({sorted(widths)})")
         self.search = HammingIndex(self.stored.codes)
 
     @property

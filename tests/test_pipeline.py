@@ -118,7 +118,7 @@ def test_rebuild_replaces_generation_and_cleans_up(tmp_path):
     pipeline.build_index([imgs], tmp_path / "idx", n_bits=128)
     names = sorted(os.listdir(tmp_path / "idx"))
     assert names == ["catalogue-000002.sqlite", "codes-000002.hdc", "descriptors-000002.npy", "encoder-000002.npz",
-                     "index.json"]
+                     "index.json", "writer.lock"]
     assert pipeline.Index(tmp_path / "idx").n_bits == 128
 
 
@@ -137,7 +137,7 @@ def test_a_run_killed_before_commit_leaves_the_old_index(tmp_path, monkeypatch):
     assert (tmp_path / "idx" / "index.json").read_bytes() == before
     assert pipeline.Index(tmp_path / "idx").n_bits == 64  # the old generation still opens and answers
     pipeline.build_index([imgs], tmp_path / "idx", n_bits=16)
-    assert len(os.listdir(tmp_path / "idx")) == 5  # orphans of the killed run are gone
+    assert len(os.listdir(tmp_path / "idx")) == 6  # orphans of the killed run are gone
 
 
 def test_failed_run_keeps_previous_index(tmp_path):
@@ -216,8 +216,37 @@ def test_manifest_inconsistencies(small_index, change, message):
     m = json.loads((small_index / "index.json").read_text())
     change(m)
     (small_index / "index.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFileError, match=f"manifest checksum|{message}"):  # edits are caught early
+        pipeline.Index(small_index)
+    m["checksum"] = store._manifest_checksum(m)  # a consistent-looking but wrong manifest meets the deeper checks
+    (small_index / "index.json").write_text(json.dumps(m))
     with pytest.raises(IndexFileError, match=message):
         pipeline.Index(small_index)
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m.update(files=[]),
+    lambda m: m["descriptor"].update(n_features="512"),
+    lambda m: m["descriptor"].update(params={"image_size": 100}),
+    lambda m: m["descriptor"].update(name="color", params={}),
+])
+def test_malformed_manifest_is_a_clear_error(small_index, change):
+    m = json.loads((small_index / "index.json").read_text())
+    change(m)
+    m["checksum"] = store._manifest_checksum(m)
+    (small_index / "index.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFileError):
+        pipeline.Index(small_index)
+
+
+def test_two_writers_are_refused(small_index, tmp_path):
+    imgs = tmp_path / "imgs"
+    with store.writer_lock(small_index):
+        with pytest.raises(HashdupError, match="another hashdup run is writing"):
+            pipeline.build_index([imgs], small_index, n_bits=32)
+    assert pipeline.Index(small_index).n_bits == 64
+    pipeline.build_index([imgs], small_index, n_bits=32)  # the lock is free again
+    assert pipeline.Index(small_index).n_bits == 32
 
 
 def test_missing_files(small_index, tmp_path):

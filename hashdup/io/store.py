@@ -3,23 +3,30 @@
 Layout of an index folder (default ``./.hashdup/``)::
 
     index.json                 the manifest: format version, generation, roots, descriptor and encoder
-                               settings, counts, and the name, size and checksum of every file below
+                               settings, counts, the name, size and checksum of every file below, and a
+                               checksum of the manifest itself
+    writer.lock                held (flock) by the one run allowed to write
     codes-NNNNNN.hdc           packed codes (:class:`~hashdup.io.codefile.CodeFile`), row i = catalogue id i
     catalogue-NNNNNN.sqlite    one row per file seen (:mod:`hashdup.io.catalogue`)
     descriptors-NNNNNN.npy     float16 descriptors, row i = catalogue id i, memory-mapped on demand
     encoder-NNNNNN.npz         the fitted encoder's arrays and JSON header (no pickle)
 
 A run writes every file of a new generation under a new name (each atomically: temporary file, fsync, rename), then
-replaces ``index.json`` atomically, then deletes the previous generation. Whenever a run is killed, ``index.json``
-names either the old complete generation or the new one, so the index always opens.
+replaces ``index.json`` atomically, then deletes older generations. Whenever a run is killed, ``index.json``
+names either the old complete generation or the new one, so the index always opens. Writers take
+:func:`writer_lock`, so two runs never write the same generation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,12 +35,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.errors import IndexFileError, NoIndexError
+from hashdup.errors import HashdupError, IndexFileError, NoIndexError
 from hashdup.io.atomic import atomic_open, atomic_write_bytes, file_digest, fsync_dir, remove_stale_temps
 from hashdup.io.catalogue import Catalogue
 from hashdup.io.codefile import CodeFile
 
 MANIFEST = "index.json"
+LOCK = "writer.lock"
 FORMAT = "hashdup-index"
 VERSION = 1
 KINDS = {"codes": "hdc", "catalogue": "sqlite", "descriptors": "npy", "encoder": "npz"}
@@ -51,8 +59,21 @@ class Generation:
         return self.folder / f"{kind}-{self.number:06d}.{KINDS[kind]}"
 
 
+def _manifest_checksum(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
 def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check an index folder's manifest; raises NoIndexError when there is none."""
+    """Read and check an index folder's manifest (format, version, its own checksum, the fields every reader uses).
+
+    Raises
+    ------
+    NoIndexError
+        When there is no manifest.
+    IndexFileError
+        When it is unreadable, of another format or version, edited or truncated.
+    """
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -65,11 +86,57 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
         raise IndexFileError(str(path), "not a hashdup index manifest")
     if manifest.get("version") != VERSION:
         raise IndexFileError(str(path), f"index format version {manifest.get('version')}, this hashdup reads {VERSION}")
+    if manifest.get("checksum") != _manifest_checksum(manifest):
+        raise IndexFileError(str(path), "manifest checksum mismatch: the file was edited or is corrupt")
+    try:
+        for key, kind in _MANIFEST_FIELDS.items():
+            value = manifest
+            for part in key.split("."):
+                value = value[part]
+            if not isinstance(value, kind):
+                raise TypeError(f"{key} is {type(value).__name__}")
+        for kind in KINDS:
+            if not isinstance(manifest["files"][kind]["name"], str) or not isinstance(manifest["files"][kind]["bytes"], int):
+                raise TypeError(f"files.{kind}")
+    except (KeyError, TypeError) as e:
+        raise IndexFileError(str(path), f"malformed manifest ({e})") from e
     return manifest
 
 
+_MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "generation": int, "roots": list, "files": dict, "counts": dict,
+    "descriptor.name": str, "descriptor.params": dict, "descriptor.n_features": int,
+    "encoder.name": str, "encoder.n_bits": int, "encoder.fingerprint": str,
+}
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the index folder's writer lock (creating the folder): one writing run at a time.
+
+    The lock is an ``flock`` on ``writer.lock``, released by the kernel when the process ends however it ends, so a
+    killed run never leaves a stale lock.
+
+    Raises
+    ------
+    HashdupError
+        When another process holds the lock.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HashdupError(f"another hashdup run is writing the index at {folder}; try again when it ends") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def new_generation(folder: str | os.PathLike[str]) -> Generation:
-    """Create the folder if needed and name the files of the next generation."""
+    """Name the files of the next generation (call with :func:`writer_lock` held)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)
@@ -97,10 +164,11 @@ def commit(gen: Generation, fields: dict[str, Any]) -> dict[str, Any]:
         files[kind] = entry
     manifest = {"format": FORMAT, "version": VERSION, "generation": gen.number,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields, "files": files}
+    manifest["checksum"] = _manifest_checksum(manifest)
     atomic_write_bytes(gen.folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     for p in gen.folder.iterdir():
         m = _GEN_FILE.match(p.name)
-        if m and int(m.group(2)) != gen.number:
+        if m and int(m.group(2)) < gen.number:
             p.unlink(missing_ok=True)
     fsync_dir(gen.folder)
     return manifest
