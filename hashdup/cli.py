@@ -20,8 +20,9 @@ FORMATS = ("json", "jsonl", "table")
 
 
 def _write(text: str) -> None:
-    """Write to stdout; file names that are not valid UTF-8 come out as their original bytes."""
-    sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))
+    """Write UTF-8 to stdout. Bytes of file names that are not valid UTF-8 (held as surrogate escapes) come out as
+    ``\\udcXX``: a valid JSON escape, which ``json.loads`` then ``os.fsencode`` turn back into the original bytes."""
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
     sys.stdout.flush()
 
 
@@ -132,7 +133,7 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
     rate = s.files / s.seconds if s.seconds else 0.0
     _say(quiet, f"hashdup: indexed {s.indexed} of {s.files} image files into {s.index} in {s.seconds:.1f} s "
                 f"({rate:.0f} files/s): {len(s.skipped)} skipped, {s.exact_duplicates} exact duplicates, "
-                f"{s.ignored} non-image files ignored")
+                f"{s.ignored} non-image files ignored" + (f", {s.links} links to files already seen" if s.links else ""))
 
 
 @cli.command()
@@ -234,6 +235,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except OSError as e:  # writing the index: permissions, a full disk, a path that is a file
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"hashdup: error: {e.strerror or e}{where}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

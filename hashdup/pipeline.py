@@ -56,12 +56,8 @@ class IndexSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     exact_duplicates: int = 0
     ignored: int = 0
+    links: int = 0
     seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "files": self.files, "indexed": self.indexed, "skipped": len(self.skipped),
-                "exact_duplicates": self.exact_duplicates, "ignored_non_images": self.ignored,
-                "seconds": round(self.seconds, 3)}
 
 
 def describe_images(descriptor: Descriptor, pixels: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
@@ -177,8 +173,8 @@ def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descr
            batch_size: int, progress: Progress, on_problem: OnProblem) -> IndexSummary:
     t0 = time.perf_counter()
     n_bits = enc.n_bits
-    found = walk(paths, hidden=hidden, exclude=[index_dir])
-    summary = IndexSummary(index=str(index_dir))
+    found = walk(paths, hidden=hidden)
+    summary = IndexSummary(index=str(index_dir), links=found.links)
     for p, reason in found.problems:
         summary.skipped.append((display_path(p), reason))
         on_problem(display_path(p), reason)
@@ -273,7 +269,7 @@ def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radiu
             on_problem(q, e.reason)
             failed += 1
             continue
-        rec = index.stored.catalogue.find(os.path.abspath(q)) or index.stored.catalogue.find(os.path.realpath(q))
+        rec = index.stored.catalogue.find(q)
         good.append((q, rec.id if rec is not None else None))
     codes = index.encoder.encode(describe_images(index.descriptor, pixels))
     if radius is not None:

@@ -145,7 +145,16 @@ def test_non_utf8_file_names_come_out_as_their_bytes(runner, tmp_path, sample_di
     (imgs / "copy.jpg").write_bytes(src)
     assert run(runner, ["index", str(imgs), "--index", str(tmp_path / "i"), "-q"]).exit_code == 0
     r = run(runner, ["dedup", "--index", str(tmp_path / "i"), "--jsonl"])
-    assert r.exit_code == 0 and b"/caf\xe9.jpg" in r.stdout_bytes
+    assert r.exit_code == 0
+    r.stdout_bytes.decode("utf-8")  # valid UTF-8 ...
+    paths = json.loads(r.stdout)["paths"]  # ... and valid JSON whose strings give back the original bytes
+    assert os.fsencode(paths[0]).endswith(b"/caf\xe9.jpg")
+
+
+def test_os_errors_exit_1_with_the_path(runner, tmp_path, sample_dir):
+    (tmp_path / "afile").write_text("x")
+    r = run(runner, ["index", str(sample_dir / "copies"), "--index", str(tmp_path / "afile" / "idx")])
+    assert r.exit_code == 1 and "afile" in r.stderr and "Traceback" not in r.output
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path, sample_dir):

@@ -77,6 +77,16 @@ def test_save_load_round_trip(tmp_path, name):
     np.testing.assert_array_equal(back.encode(X), enc.encode(X))
 
 
+def test_numpy_and_generator_parameters_are_saved(tmp_path, name):
+    X = _data()
+    enc = make_encoder(name, n_bits=np.int64(16), random_state=np.random.default_rng(3)).fit(X)
+    enc.save(tmp_path / "enc.npz")
+    back = load_encoder(tmp_path / "enc.npz")
+    assert back.get_params() == {"n_bits": 16, "random_state": None}
+    np.testing.assert_array_equal(back.encode(X), enc.encode(X))
+    assert back.fingerprint() == enc.fingerprint()
+
+
 def test_corrupt_encoder_file_is_refused(tmp_path, name):
     enc = make_encoder(name, n_bits=16, random_state=1).fit(_data())
     path = tmp_path / "enc.npz"

@@ -65,6 +65,15 @@ def test_query_returns_the_copy_first_and_not_itself(built_index):
     assert "photos/chelsea.jpg" not in rel([r["path"] for r in rows], images)
 
 
+def test_query_through_a_symlinked_root_is_still_itself(tmp_path):
+    imgs = _small_set(tmp_path / "imgs", 3)
+    os.symlink(imgs, tmp_path / "link")
+    pipeline.build_index([tmp_path / "link"], tmp_path / "idx")
+    idx = pipeline.Index(tmp_path / "idx")
+    rows, _ = pipeline.query(idx, [str(imgs / "0.jpg")], k=5)
+    assert sorted(Path(r["path"]).name for r in rows) == ["1.jpg", "2.jpg"]  # not 0.jpg itself
+
+
 def test_query_with_an_image_outside_the_index(built_index, tmp_path):
     images, index_dir = built_index
     src = Image.open(images / "photos" / "coffee.jpg")

@@ -24,22 +24,35 @@ def test_symlink_loops_are_entered_once(tmp_path):
     os.symlink("self.jpg", tmp_path / "self.jpg")  # a link to itself
     res = walk([tmp_path])
     assert [f.relpath for f in res.files] == ["a/1.jpg", "self.jpg"]
+    assert res.links == 2
 
 
-def test_excluded_folder_and_nested_roots(tmp_path):
+def test_each_file_once_whatever_the_links(tmp_path):
+    touch(tmp_path / "b.jpg")
+    os.symlink(tmp_path / "b.jpg", tmp_path / "a_alias.jpg")
+    os.link(tmp_path / "b.jpg", tmp_path / "c_hard.jpg")
+    touch(tmp_path / "d.jpg")
+    res = walk([tmp_path])
+    assert [f.relpath for f in res.files] == ["a_alias.jpg", "d.jpg"] and res.links == 2
+
+
+def test_nested_and_repeated_roots(tmp_path):
     touch(tmp_path / "x.jpg")
     touch(tmp_path / "sub" / "y.jpg")
-    touch(tmp_path / ".idx" / "codes.jpg")
-    res = walk([tmp_path / "sub", tmp_path], hidden=True, exclude=[tmp_path / ".idx"])
+    res = walk([tmp_path / "sub", tmp_path])
     assert res.roots == [str(tmp_path)]
     assert [f.relpath for f in res.files] == ["sub/y.jpg", "x.jpg"]
     assert normalise_roots([tmp_path, tmp_path / "sub", tmp_path]) == [str(tmp_path)]
+    res = walk([tmp_path / "sub" / "y.jpg", tmp_path / "x.jpg", tmp_path / "sub" / "y.jpg"])
+    assert len(res.files) == 2 and len(res.roots) == 2
 
 
 def test_single_file_and_missing_root(tmp_path):
     touch(tmp_path / "x.jpg")
-    res = walk([tmp_path / "x.jpg", tmp_path / "missing"])
-    assert [res.abspath(f) for f in res.files] == [str(tmp_path / "x.jpg")]
+    touch(tmp_path / "z.jpg")
+    res = walk([tmp_path / "x.jpg", tmp_path / "missing", tmp_path / "z.jpg"])
+    assert [res.abspath(f) for f in res.files] == [str(tmp_path / "x.jpg"), str(tmp_path / "z.jpg")]
+    assert res.roots == [str(tmp_path)]
     assert res.problems == [(str(tmp_path / "missing"), "no such file or folder")]
 
 

@@ -152,20 +152,35 @@ class BaseEncoder:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
         return {name: np.ascontiguousarray(getattr(self, name)) for name in self._fitted}
 
+    def _json_params(self) -> dict[str, Any]:
+        """Parameters as JSON values: numpy scalars become Python numbers, tuples lists; a Generator ``random_state``
+        (which cannot be written down) becomes None, as the fitted arrays already hold what it drew."""
+        def plain(key: str, v: Any) -> Any:
+            if isinstance(v, np.generic):
+                return v.item()
+            if isinstance(v, (tuple, list)):
+                return [plain(key, x) for x in v]
+            if isinstance(v, np.random.Generator) and key == "random_state":
+                return None
+            if v is None or isinstance(v, (bool, int, float, str)):
+                return v
+            raise TypeError(f"parameter {key}={v!r} of {type(self).__name__} cannot be saved as JSON")
+        return {k: plain(k, v) for k, v in self.get_params().items()}
+
     def _meta(self) -> dict[str, Any]:
-        params = {k: (v if isinstance(v, (int, float, str, bool, list, type(None))) else None)
-                  for k, v in self.get_params().items()}
-        return {"format": "hashdup-encoder", "version": FORMAT_VERSION, "name": self.name, "params": params,
-                "n_features_in": int(self.n_features_in_)}
+        return {"format": "hashdup-encoder", "version": FORMAT_VERSION, "name": self.name,
+                "params": self._json_params(), "n_features_in": int(self.n_features_in_)}
 
     def fingerprint(self) -> bytes:
-        """16-byte blake2b digest of everything that decides the codes: name, n_bits, feature count, fitted arrays.
+        """16-byte blake2b digest of everything that decides the codes: name, parameters (but the seed), feature
+        count and fitted arrays.
 
         Two encoders with the same fingerprint give the same codes; the code file stores it to catch mismatches.
         """
         h = hashlib.blake2b(digest_size=16)
-        h.update(json.dumps([self.name, int(self.n_bits), int(self.n_features_in_ if hasattr(self, "n_features_in_")
-                                                                else -1)]).encode())
+        params = {k: v for k, v in self._json_params().items() if k != "random_state"}
+        h.update(json.dumps([self.name, params, int(self.n_features_in_ if hasattr(self, "n_features_in_") else -1)],
+                            sort_keys=True).encode())
         for key, arr in sorted(self._state().items()):
             h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
             h.update(arr.tobytes())

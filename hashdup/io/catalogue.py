@@ -118,17 +118,20 @@ class Catalogue:
     def abspath(self, rec: FileRecord) -> str:
         return os.path.join(self.roots[rec.root], rec.path)
 
-    def find(self, abspath: str) -> FileRecord | None:
-        """The record of a file given by absolute path, if it is in the catalogue."""
+    def find(self, path: str) -> FileRecord | None:
+        """The record of a file, if it is in the catalogue; symbolic links in ``path`` or in the roots are resolved."""
+        wanted = {os.path.abspath(path), os.path.realpath(path)}
         for root, rpath in enumerate(self.roots):
-            try:
-                rel = Path(abspath).relative_to(rpath).as_posix()
-            except ValueError:
-                continue
-            row = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE root = ? AND path = ?",
-                                  (root, _enc(rel))).fetchone()
-            if row:
-                return _row_to_record(row)
+            for root_form in {rpath, os.path.realpath(rpath)}:
+                for p in wanted:
+                    try:
+                        rel = Path(p).relative_to(root_form).as_posix()
+                    except ValueError:
+                        continue
+                    row = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE root = ? AND path = ?",
+                                          (root, _enc(rel))).fetchone()
+                    if row:
+                        return _row_to_record(row)
         return None
 
     def identical_pairs(self) -> tuple[list[int], list[int]]:

@@ -28,11 +28,13 @@ class Found:
 
 @dataclass
 class WalkResult:
-    """Everything a walk found: absolute roots, files in walk order, and problems (path, reason)."""
+    """Everything a walk found: absolute roots, files in walk order, problems (path, reason), and the number of
+    paths skipped because they lead to a file already found (symbolic links, hard links, overlapping roots)."""
 
     roots: list[str]
     files: list[Found] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    links: int = 0
 
     def abspath(self, found: Found) -> str:
         return os.path.join(self.roots[found.root], found.relpath)
@@ -50,8 +52,7 @@ def normalise_roots(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     return [r for r in roots if not any(inside(r, o) for o in roots)]
 
 
-def walk(paths: Iterable[str | os.PathLike[str]], *, hidden: bool = False,
-         exclude: Iterable[str | os.PathLike[str]] = ()) -> WalkResult:
+def walk(paths: Iterable[str | os.PathLike[str]], *, hidden: bool = False) -> WalkResult:
     """Walk folders (and single files) recursively, in a deterministic order.
 
     Parameters
@@ -60,43 +61,58 @@ def walk(paths: Iterable[str | os.PathLike[str]], *, hidden: bool = False,
         Folders to walk or single files to take.
     hidden : bool, default False
         Also enter hidden folders and take hidden files (names starting with ``.``).
-    exclude : iterable of path-like
-        Folders never entered (the index folder itself).
 
     Returns
     -------
     WalkResult
-        Files sorted by root, then by path component by component; symbolic links to folders are followed once
-        (a folder reached twice, e.g. through a symlink loop, is entered only the first time). Broken symbolic links
-        with image names are listed as files (reading them reports the problem); unreadable folders are recorded in
-        ``problems``.
+        Files sorted by root, then by path component by component. Each file and folder is taken once: a path that
+        leads to one already found (a symbolic or hard link, a symlink loop) is skipped and counted in ``links``.
+        Broken symbolic links with image names are listed as files (reading them reports the problem); missing
+        roots and unreadable folders are recorded in ``problems``.
     """
-    result = WalkResult(roots=normalise_roots(paths))
-    excluded = {os.path.realpath(os.fsdecode(e)) for e in exclude}
+    result = WalkResult(roots=[])
     seen_dirs: set[tuple[int, int]] = set()
-    for i, root in enumerate(result.roots):
-        if os.path.isfile(root):
-            # a single file: its folder is the root, its name the relative path
-            result.roots[i] = os.path.dirname(root)
-            result.files.append(Found(i, os.path.basename(root)))
+    seen_files: set[tuple[int, int]] = set()
+    for root in normalise_roots(paths):
+        if os.path.isfile(root):  # a single file: its folder is the root, its name the relative path
+            folder = os.path.dirname(root)
+            if folder not in result.roots:
+                result.roots.append(folder)
+            _add_file(result, result.roots.index(folder), os.path.basename(root), root, seen_files)
         elif os.path.isdir(root):
-            _walk_dir(result, i, root, "", hidden, excluded, seen_dirs)
+            result.roots.append(root)
+            _walk_dir(result, len(result.roots) - 1, root, "", hidden, seen_dirs, seen_files)
         else:
             result.problems.append((root, "no such file or folder"))
     return result
 
 
-def _walk_dir(result: WalkResult, root: int, folder: str, rel: str, hidden: bool, excluded: set[str],
-              seen: set[tuple[int, int]]) -> None:
+def _add_file(result: WalkResult, root: int, relpath: str, path: str, seen: set[tuple[int, int]]) -> None:
+    try:
+        st = os.stat(path)
+    except OSError:  # broken link, vanished: listed, and reading it reports the problem
+        result.files.append(Found(root, relpath))
+        return
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        result.links += 1
+        return
+    seen.add(key)
+    result.files.append(Found(root, relpath))
+
+
+def _walk_dir(result: WalkResult, root: int, folder: str, rel: str, hidden: bool, seen_dirs: set[tuple[int, int]],
+              seen_files: set[tuple[int, int]]) -> None:
     try:
         st = os.stat(folder)
     except OSError as e:
         result.problems.append((folder, f"cannot open folder: {e.strerror or e}"))
         return
     key = (st.st_dev, st.st_ino)
-    if key in seen or os.path.realpath(folder) in excluded:
+    if key in seen_dirs:
+        result.links += 1
         return
-    seen.add(key)
+    seen_dirs.add(key)
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -113,11 +129,9 @@ def _walk_dir(result: WalkResult, root: int, folder: str, rel: str, hidden: bool
         except OSError:
             is_dir = is_file = False
         if is_dir:
-            _walk_dir(result, root, entry.path, relpath + "/", hidden, excluded, seen)
-        elif is_file:
-            result.files.append(Found(root, relpath))
-        elif entry.is_symlink() and is_image_name(entry.name):
-            result.files.append(Found(root, relpath))  # a broken link: reading it reports the problem
+            _walk_dir(result, root, entry.path, relpath + "/", hidden, seen_dirs, seen_files)
+        elif is_file or (entry.is_symlink() and is_image_name(entry.name)):
+            _add_file(result, root, relpath, entry.path, seen_files)
 
 
 def display_path(path: str, cwd: str | None = None) -> str:
