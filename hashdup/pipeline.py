@@ -19,8 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup import __version__, bits
-from hashdup.descriptors import Descriptor, make_descriptor
-from hashdup.encoders import BaseEncoder, load_encoder, make_encoder
+from hashdup.descriptors import Descriptor, DescriptorName, make_descriptor
+from hashdup.encoders import BaseEncoder, EncoderName, load_encoder, make_encoder
 from hashdup.errors import HashdupError, ImageError, IndexFileError
 from hashdup.index import HammingIndex, connected_groups
 from hashdup.io import images
@@ -127,7 +127,8 @@ def _extract(found: WalkResult, descriptor: Descriptor, summary: IndexSummary, p
 
 
 def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.PathLike[str] = DEFAULT_INDEX, *,
-                descriptor: str = "gist", descriptor_params: dict[str, Any] | None = None, encoder: str = "lsh",
+                descriptor: DescriptorName = "gist", descriptor_params: dict[str, Any] | None = None,
+                encoder: EncoderName = "lsh",
                 n_bits: int = 64, seed: int = 0, hidden: bool = False, batch_size: int = 32,
                 progress: Progress = _ignore, on_problem: OnProblem = _ignore) -> IndexSummary:
     """Index folders of images: walk, describe, fit the encoder, encode, and write a new index generation.

@@ -60,6 +60,17 @@ def test_index_then_dedup_query_info(runner, built_index, tmp_path):
     assert r.stdout.splitlines()[0].split() == ["query", "rank", "distance", "path"]
     assert len(r.stdout.splitlines()) == 5
 
+    r = run(runner, ["query", q, "-k", "1", "--radius", "30", "--index", idx, "--jsonl"])
+    assert [json.loads(line)["path"][-len("chelsea_q30.jpg"):] for line in r.stdout.splitlines()] == ["chelsea_q30.jpg"]
+    r = run(runner, ["query", q, "--radius", "30", "--index", idx, "--jsonl"])
+    within = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(within) > 1 and all(row["distance"] <= 30 for row in within)
+
+    r = run(runner, ["dedup", "--index", idx, "--table"])
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["group", "max_distance", "paths"] and len(lines) == 2 + 6
+    assert "chelsea_q30.jpg, " in r.stdout
+
     r = run(runner, ["info", "--index", idx])
     info = json.loads(r.stdout)
     assert info["indexed"] == 21 and info["encoder"]["n_bits"] == 64 and len(info["skipped"]) == 2

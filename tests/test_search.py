@@ -92,11 +92,15 @@ def test_blocks_are_stitched_correctly(monkeypatch):
     D, I = idx.knn(bits.pack(q), 9)
     Do, Io = oracle_knn(Dall, 9)
     np.testing.assert_array_equal(I, Io)
+    np.testing.assert_array_equal(D, Do)
     lims, D, I = idx.radius(bits.pack(q), 30)
-    assert lims[-1] == (Dall <= 30).sum()
+    for qi in range(10):
+        expected = sorted((int(Dall[qi, i]), i) for i in range(50) if Dall[qi, i] <= 30)
+        assert list(zip(D[lims[qi] : lims[qi + 1]].tolist(), I[lims[qi] : lims[qi + 1]].tolist())) == expected
     i, j, d = idx.self_join(32)
     Ddb = oracle_distances(db, db)
-    assert len(i) == sum(Ddb[a, b] <= 32 for a in range(50) for b in range(a + 1, 50))
+    expected = [(a, b, int(Ddb[a, b])) for a in range(50) for b in range(a + 1, 50) if Ddb[a, b] <= 32]
+    assert list(zip(i.tolist(), j.tolist(), d.tolist())) == expected
 
 
 def test_all_equal_codes_tie_by_id():

@@ -17,7 +17,7 @@ DescriptorName = Literal["gist", "color", "gist+color"]
 DESCRIPTORS: dict[str, type] = {"gist": Gist, "color": ColorHistogram, "gist+color": GistColor}
 
 
-def make_descriptor(name: str, **params: Any) -> Descriptor:
+def make_descriptor(name: DescriptorName | str, **params: Any) -> Descriptor:
     """Build a descriptor from its registry name and keyword parameters."""
     try:
         cls = DESCRIPTORS[name]

@@ -17,7 +17,7 @@ EncoderName = Literal["lsh", "median"]
 ENCODERS: dict[str, type[BaseEncoder]] = {"lsh": LSH, "median": MedianPCA}
 
 
-def make_encoder(name: str, **params: Any) -> BaseEncoder:
+def make_encoder(name: EncoderName | str, **params: Any) -> BaseEncoder:
     """Build an unfitted encoder from its registry name and keyword parameters."""
     try:
         cls = ENCODERS[name]
