@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from hashdup.encoders.base import BaseEncoder, Encoder, check_random_state, read_saved
+from hashdup.encoders.base import BaseEncoder, Encoder, Pairs, check_random_state, read_saved
 from hashdup.encoders.lsh import LSH
 from hashdup.encoders.median import MedianPCA
+from hashdup.encoders.pca import PCAHash
 from hashdup.errors import IndexFileError
 
-EncoderName = Literal["lsh", "median"]
-ENCODERS: dict[str, type[BaseEncoder]] = {"lsh": LSH, "median": MedianPCA}
+EncoderName = Literal["lsh", "median", "pca"]
+ENCODERS: dict[str, type[BaseEncoder]] = {"lsh": LSH, "median": MedianPCA, "pca": PCAHash}
 
 
 def make_encoder(name: EncoderName | str, **params: Any) -> BaseEncoder:
@@ -41,5 +42,5 @@ def load_encoder(path: str | os.PathLike[str]) -> BaseEncoder:
     return enc
 
 
-__all__ = ["ENCODERS", "LSH", "BaseEncoder", "Encoder", "EncoderName", "MedianPCA", "check_random_state",
-           "load_encoder", "make_encoder"]
+__all__ = ["ENCODERS", "LSH", "BaseEncoder", "Encoder", "EncoderName", "MedianPCA", "PCAHash", "Pairs",
+           "check_random_state", "load_encoder", "make_encoder"]

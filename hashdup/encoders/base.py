@@ -7,7 +7,9 @@ import inspect
 import io
 import json
 import os
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -56,23 +58,65 @@ class Encoder(Protocol):
     name: str
     n_bits: int
 
-    def fit(self, X: ArrayLike) -> Self: ...
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None, *, pairs: Pairs | None = None,
+            progress: Progress | None = None) -> Self: ...
     def encode(self, X: ArrayLike) -> NDArray[np.uint8]: ...
     def fingerprint(self) -> bytes: ...
     def save(self, path: str | os.PathLike[str]) -> None: ...
+
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``, called as training advances (epochs, sweeps)."""
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Pair constraints over the rows of a training matrix X.
+
+    Attributes
+    ----------
+    i, j : ndarray of int64, shape (n_pairs,)
+        Row indices into X.
+    similar : ndarray of bool, shape (n_pairs,)
+        True for a similar pair (should be close), False for a dissimilar one (should be far).
+    """
+
+    i: NDArray[np.int64]
+    j: NDArray[np.int64]
+    similar: NDArray[np.bool_]
+
+    def __post_init__(self) -> None:
+        i, j, s = (np.asarray(self.i, dtype=np.int64), np.asarray(self.j, dtype=np.int64),
+                   np.asarray(self.similar, dtype=bool))
+        if not (i.ndim == j.ndim == s.ndim == 1 and len(i) == len(j) == len(s)):
+            raise ValueError(f"pairs need three 1-D arrays of one length, got {i.shape}, {j.shape}, {s.shape}")
+        object.__setattr__(self, "i", i)
+        object.__setattr__(self, "j", j)
+        object.__setattr__(self, "similar", s)
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+    def check(self, n: int) -> None:
+        """Raise ValueError when an index falls outside 0..n-1."""
+        if len(self) and (min(self.i.min(), self.j.min()) < 0 or max(self.i.max(), self.j.max()) >= n):
+            raise ValueError(f"pair indices must lie in 0..{n - 1}")
 
 
 class BaseEncoder:
     """Base class of hashdup's encoders, after scikit-learn's estimator contract.
 
     Subclasses take keyword-only parameters stored verbatim in ``__init__``, list their fitted array attributes in
-    ``_fitted``, implement ``_fit(X, rng)`` (set those attributes) and ``_bits(X) -> bool (n, n_bits)``. The base
-    class validates input, sets ``n_features_in_``, packs bits, fingerprints the fitted state, and saves and loads
-    it as ``.npz`` with a JSON header (never pickle).
+    ``_fitted``, implement ``_fit(X, rng, y=..., pairs=..., progress=...)`` (set those attributes) and
+    ``_bits(X) -> bool (n, n_bits)``. ``supervision`` says whether the encoder ignores (``"none"``), can use
+    (``"optional"``) or needs (``"required"``) labels or pair constraints. The base class validates input, sets
+    ``n_features_in_``, packs bits, fingerprints the fitted state, and saves and loads it as ``.npz`` with a JSON
+    header (never pickle).
     """
 
     name: ClassVar[str]
     _fitted: ClassVar[tuple[str, ...]]
+    supervision: ClassVar[Literal["none", "optional", "required"]] = "none"
     n_bits: int
 
     # --- parameters ----------------------------------------------------------------------------------------------
@@ -109,19 +153,41 @@ class BaseEncoder:
                 )
         return X
 
-    def fit(self, X: ArrayLike) -> Self:
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None, *, pairs: Pairs | None = None,
+            progress: Progress | None = None) -> Self:
         """Learn the encoder from training descriptors.
 
         Parameters
         ----------
         X : array_like of float, shape (n_samples, n_features)
+        y : array_like of int, shape (n_samples,), optional
+            Class labels, for encoders that learn from supervision (ignored by the others).
+        pairs : Pairs, optional
+            Similar / dissimilar pair constraints over the rows of X, likewise.
+        progress : callable, optional
+            ``progress(done, total)`` for long trainings.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            For malformed input, or when an encoder that needs labels or pairs gets neither.
         """
         X = self._validate(X, fitting=True)
-        self._fit(X, check_random_state(getattr(self, "random_state", None)))
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != (X.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+                raise ValueError(f"y must be {X.shape[0]} integer labels, got shape {y.shape} and dtype {y.dtype}")
+        if pairs is not None:
+            pairs.check(X.shape[0])
+        if self.supervision == "required" and y is None and (pairs is None or len(pairs) == 0):
+            raise ValueError(f"the {self.name} encoder learns from supervision: give labels (y) or similar / "
+                             "dissimilar pairs")
+        self._fit(X, check_random_state(getattr(self, "random_state", None)), y=y, pairs=pairs,
+                  progress=progress or (lambda done, total: None))
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -140,7 +206,8 @@ class BaseEncoder:
         X = self._validate(X, fitting=False)
         return bits.pack(self._bits(X))
 
-    def _fit(self, X: NDArray[np.float64], rng: np.random.Generator) -> None:  # pragma: no cover - abstract
+    def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
+             pairs: Pairs | None, progress: Progress) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _bits(self, X: NDArray[np.float64]) -> NDArray[np.bool_]:  # pragma: no cover - abstract

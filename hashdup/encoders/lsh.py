@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.encoders.base import BaseEncoder, RandomState, project
+from hashdup.encoders.base import BaseEncoder, Pairs, Progress, RandomState, project
 
 
 class LSH(BaseEncoder):
@@ -42,7 +42,8 @@ class LSH(BaseEncoder):
         self.n_bits = n_bits
         self.random_state = random_state
 
-    def _fit(self, X: NDArray[np.float64], rng: np.random.Generator) -> None:
+    def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
+             pairs: Pairs | None, progress: Progress) -> None:
         self.mean_ = X.mean(axis=0)
         self.planes_ = rng.standard_normal((X.shape[1], self.n_bits))
 

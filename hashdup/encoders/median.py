@@ -5,24 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.encoders.base import BaseEncoder, RandomState, project
-
-
-def pca(X: NDArray[np.float64], n_components: int) -> tuple[NDArray[np.float64], NDArray[np.float64],
-                                                               NDArray[np.float64]]:
-    """Principal components of ``X`` with deterministic signs.
-
-    Returns the mean (d,), the components as columns (d, n_components) in decreasing order of variance, and the
-    variances. Each component's sign is chosen so that its entry of largest magnitude is positive.
-    """
-    mean = X.mean(axis=0)
-    Xc = X - mean
-    cov = Xc.T @ Xc / max(X.shape[0] - 1, 1)
-    values, vectors = np.linalg.eigh(cov)
-    order = np.argsort(values)[::-1][:n_components]
-    values, vectors = values[order], vectors[:, order]
-    signs = np.sign(vectors[np.argmax(np.abs(vectors), axis=0), np.arange(vectors.shape[1])])
-    return mean, vectors * np.where(signs == 0, 1.0, signs), np.clip(values, 0.0, None)
+from hashdup.encoders.base import BaseEncoder, Pairs, Progress, RandomState, project
+from hashdup.encoders.pca import pca
 
 
 class MedianPCA(BaseEncoder):
@@ -60,7 +44,8 @@ class MedianPCA(BaseEncoder):
         self.n_bits = n_bits
         self.random_state = random_state
 
-    def _fit(self, X: NDArray[np.float64], rng: np.random.Generator) -> None:
+    def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
+             pairs: Pairs | None, progress: Progress) -> None:
         n, d = X.shape
         if self.n_bits > d:
             raise ValueError(f"median needs n_bits ≤ n_features, got n_bits={self.n_bits} for {d} features")
