@@ -1,0 +1,180 @@
+"""Measuring encoders the way the learning-to-hash papers do: ``hashdup eval``.
+
+Protocol: ``n_queries`` rows drawn at random (seeded) are the queries, the rest the database; encoders are trained
+on the database (or on ``n_train`` rows of it, drawn with the same seed); a database item is relevant to a query when
+their labels are equal.
+
+Metrics, for each (encoder, bits):
+
+* ``map``: mean average precision of the Hamming ranking of the whole database. Ties in Hamming distance are ordered
+  by database position (a stable sort), as the search engine orders them.
+* ``p_at_r2``: precision of the items within Hamming distance 2 (inclusive); a query that retrieves nothing counts
+  as precision 0.
+* ``p_at_100``: precision of the first 100 items of the ranking.
+* ``fit_s``, ``encode_s``: seconds to fit on the training rows, and to encode queries and database.
+
+The float reference ``euclidean`` ranks the database by exact Euclidean distance (``bits`` 0, no radius metric).
+Precision-recall curves sweep the Hamming radius from 0 to ``bits``, with totals pooled over queries
+(precision = relevant retrieved / retrieved, recall = relevant retrieved / relevant).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hashdup import bits
+from hashdup.encoders import make_encoder
+
+QUERY_BLOCK = 200
+
+
+@dataclass
+class Result:
+    """One row of ``hashdup eval``; ``pr`` holds the precision-recall curve (not printed as JSON)."""
+
+    encoder: str
+    bits: int
+    map: float
+    p_at_r2: float | None
+    p_at_100: float
+    fit_s: float
+    encode_s: float
+    pr: tuple[NDArray[np.float64], NDArray[np.float64]] | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        r = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+        return {"encoder": self.encoder, "bits": self.bits, "map": r(self.map), "p_at_r2": r(self.p_at_r2),
+                "p_at_100": r(self.p_at_100), "fit_s": round(self.fit_s, 3), "encode_s": round(self.encode_s, 3)}
+
+
+def split(n: int, n_queries: int, seed: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Random query rows and the remaining database rows (both sorted), drawn with ``seed``."""
+    if not 0 < n_queries < n:
+        raise ValueError(f"queries must be between 1 and n - 1 = {n - 1}, got {n_queries}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[:n_queries]), np.sort(perm[n_queries:])
+
+
+def _ranking_metrics(D: NDArray[np.floating] | NDArray[np.integer], rel: NDArray[np.bool_], top: int
+                     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Average precision and precision@top per query row, ranking by D with ties by column (stable)."""
+    order = np.argsort(D, axis=1, kind="stable")
+    hits = np.take_along_axis(rel, order, axis=1)
+    cum = np.cumsum(hits, axis=1)
+    ranks = np.arange(1, D.shape[1] + 1)
+    n_rel = hits.sum(axis=1)
+    ap = np.where(n_rel > 0, (cum / ranks * hits).sum(axis=1) / np.maximum(n_rel, 1), 0.0)
+    p_top = cum[:, min(top, D.shape[1]) - 1] / min(top, D.shape[1])
+    return ap, p_top
+
+
+def hamming_metrics(q_codes: NDArray[np.uint8], db_codes: NDArray[np.uint8], yq: NDArray[np.integer],
+                    ydb: NDArray[np.integer], n_bits: int, *, radius: int = 2, top: int = 100
+                    ) -> tuple[float, float, float, tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """mAP, precision within ``radius``, precision@``top`` and the precision-recall curve of Hamming rankings."""
+    aps, p_r, p_top = [], [], []
+    rel_within = np.zeros(n_bits + 1)
+    ret_within = np.zeros(n_bits + 1)
+    total_rel = 0
+    for s in range(0, len(q_codes), QUERY_BLOCK):
+        D = bits.hamming(q_codes[s : s + QUERY_BLOCK], db_codes)
+        rel = yq[s : s + QUERY_BLOCK, None] == ydb[None, :]
+        ap, pt = _ranking_metrics(D, rel, top)
+        aps.append(ap)
+        p_top.append(pt)
+        within = D <= radius
+        n_ret = within.sum(axis=1)
+        p_r.append(np.where(n_ret > 0, (within & rel).sum(axis=1) / np.maximum(n_ret, 1), 0.0))
+        for d in range(n_bits + 1):  # histogram of distances, all and relevant, pooled over queries
+            at = D == d
+            ret_within[d] += at.sum()
+            rel_within[d] += (at & rel).sum()
+        total_rel += rel.sum()
+    ret_c, rel_c = np.cumsum(ret_within), np.cumsum(rel_within)
+    precision = np.where(ret_c > 0, rel_c / np.maximum(ret_c, 1), 1.0)
+    recall = rel_c / max(total_rel, 1)
+    return (float(np.concatenate(aps).mean()), float(np.concatenate(p_r).mean()), float(np.concatenate(p_top).mean()),
+            (precision, recall))
+
+
+def euclidean_metrics(Xq: NDArray[np.floating], Xdb: NDArray[np.floating], yq: NDArray[np.integer],
+                      ydb: NDArray[np.integer], *, top: int = 100) -> tuple[float, float]:
+    """mAP and precision@``top`` of the exact Euclidean ranking (brute force)."""
+    Xq, Xdb = np.asarray(Xq, np.float64), np.asarray(Xdb, np.float64)
+    db_sq = (Xdb**2).sum(axis=1)
+    aps, p_top = [], []
+    for s in range(0, len(Xq), QUERY_BLOCK):
+        q = Xq[s : s + QUERY_BLOCK]
+        D = (q**2).sum(axis=1)[:, None] + db_sq[None, :] - 2 * q @ Xdb.T
+        ap, pt = _ranking_metrics(D, yq[s : s + QUERY_BLOCK, None] == ydb[None, :], top)
+        aps.append(ap)
+        p_top.append(pt)
+    return float(np.concatenate(aps).mean()), float(np.concatenate(p_top).mean())
+
+
+def evaluate(X: NDArray[np.floating], y: NDArray[np.integer], encoders: Sequence[str], bits_list: Sequence[int], *,
+             n_queries: int = 1000, n_train: int | None = None, seed: int = 0, euclidean: bool = True,
+             encoder_params: dict[str, dict[str, Any]] | None = None,
+             on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    """Run the protocol of the module docstring for every encoder and code length.
+
+    Parameters
+    ----------
+    X : ndarray of float, shape (n, d)
+    y : ndarray of int, shape (n,)
+    encoders : sequence of str
+        Registry names; supervised encoders are trained with the training rows' labels.
+    bits_list : sequence of int
+    n_queries : int
+    n_train : int, optional
+        Train on this many database rows (default: all of them).
+    seed : int
+        Seeds the split, the training subset and every encoder's ``random_state``.
+    euclidean : bool
+        Also report the exact Euclidean ranking as the float reference.
+    encoder_params : dict, optional
+        Extra keyword parameters per encoder name.
+    on_result : callable, optional
+        Called with each Result as soon as it is measured.
+
+    Returns
+    -------
+    list of Result
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"X must be (n, d) and y (n,), got {X.shape} and {y.shape}")
+    q_idx, db_idx = split(len(X), n_queries, seed)
+    train = db_idx
+    if n_train is not None and n_train < len(db_idx):
+        train = np.sort(np.random.default_rng(seed + 1).choice(db_idx, n_train, replace=False))
+    Xq, yq, Xdb, ydb = X[q_idx], y[q_idx], X[db_idx], y[db_idx]
+    results: list[Result] = []
+
+    def emit(r: Result) -> None:
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+
+    if euclidean:
+        t0 = time.perf_counter()
+        m, p100 = euclidean_metrics(Xq, Xdb, yq, ydb)
+        emit(Result("euclidean", 0, m, None, p100, 0.0, time.perf_counter() - t0))
+    for name in encoders:
+        for n_bits in bits_list:
+            enc = make_encoder(name, n_bits=n_bits, random_state=seed, **(encoder_params or {}).get(name, {}))
+            t0 = time.perf_counter()
+            enc.fit(X[train], y[train])
+            t1 = time.perf_counter()
+            q_codes, db_codes = enc.encode(Xq), enc.encode(Xdb)
+            t2 = time.perf_counter()
+            m, p_r2, p100, pr = hamming_metrics(q_codes, db_codes, yq, ydb, n_bits)
+            emit(Result(name, n_bits, m, p_r2, p100, t1 - t0, t2 - t1, pr))
+    return results
