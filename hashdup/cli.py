@@ -17,6 +17,8 @@ from hashdup import __version__
 from hashdup.errors import HashdupError
 
 FORMATS = ("json", "jsonl", "table")
+ENCODER_NAMES = ["lsh", "median", "pca", "itq", "spectral", "itml", "rbm"]  # hashdup.encoders.ENCODERS, kept
+# here so that --help does not import the encoders
 
 
 def _write(text: str) -> None:
@@ -82,15 +84,26 @@ def cli() -> None:
               help="Image descriptor.")
 @click.option("--image-size", type=click.IntRange(16, 1024), default=None,
               help="Side of the square image the descriptor sees [default: 128 for gist, 64 for color].")
-@click.option("--encoder", type=click.Choice(["lsh", "median"]), default="lsh", show_default=True,
-              help="Binary encoder.")
+@click.option("--encoder", type=click.Choice(ENCODER_NAMES), default="lsh", show_default=True,
+              help="Binary encoder; itml and rbm learn from --labels, --labels-from-dirs, --pairs or, without them, "
+                   "from self-supervised edits.")
 @click.option("--bits", "n_bits", type=click.IntRange(8, 1024), default=64, show_default=True, help="Code length.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the encoder.")
 @click.option("--hidden", is_flag=True, help="Also index hidden files and folders.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="CSV of path,label rows: class labels for itml / rbm.")
+@click.option("--labels-from-dirs", is_flag=True, help="Label each image by the name of its parent folder.")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False),
+              help="CSV of path_a,path_b,similar|dissimilar rows: pair constraints for itml / rbm.")
+@click.option("--self-supervised/--no-self-supervised", default=True, show_default=True,
+              help="Without labels or pairs, train itml / rbm on synthetic edits of the indexed images.")
+@click.option("--edits", "n_edits", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Number of edited copies for self-supervised training.")
 @index_option
 @quiet_option
 def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encoder: str, n_bits: int, seed: int,
-          hidden: bool, index_dir: str, quiet: bool) -> None:
+          hidden: bool, labels: str | None, labels_from_dirs: bool, pairs: str | None, self_supervised: bool,
+          n_edits: int, index_dir: str, quiet: bool) -> None:
     """Index the images under PATHS (folders, walked recursively, or files).
 
     Replaces any index in --index atomically. Files that cannot be read are reported on stderr with a reason and
@@ -102,18 +115,23 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
     """
     from hashdup import pipeline
     from hashdup.descriptors import make_descriptor
+    from hashdup.supervision import Supervision
 
     bar = None
     show_bar = not quiet and sys.stderr.isatty()
 
-    def progress(done: int, total: int) -> None:
+    def progress(stage: str, done: int, total: int) -> None:
         nonlocal bar
-        if show_bar and bar is None:
+        if not show_bar:
+            return
+        if bar is None or bar.desc != stage:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, unit="img", desc="indexing", file=sys.stderr, leave=False, dynamic_ncols=True)
-        if bar is not None:
-            bar.update(done - bar.n)
+            if bar is not None:
+                bar.close()
+            unit = {"describing": "img", "editing": "edit"}.get(stage, "step")
+            bar = tqdm(total=total, unit=unit, desc=stage, file=sys.stderr, leave=False, dynamic_ncols=True)
+        bar.update(done - bar.n)
 
     def problem(path: str, reason: str) -> None:
         if not quiet:
@@ -125,15 +143,22 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--image-size") from e
     try:
+        sup = Supervision(labels=labels, labels_from_dirs=labels_from_dirs, pairs=pairs,
+                          self_supervised=self_supervised, n_edits=n_edits)
+    except ValueError as e:
+        raise click.UsageError("give at most one of --labels, --labels-from-dirs and --pairs") from e
+    try:
         s = pipeline.build_index(paths, index_dir, descriptor=descriptor, descriptor_params=params, encoder=encoder,
-                                 n_bits=n_bits, seed=seed, hidden=hidden, progress=progress, on_problem=problem)
+                                 n_bits=n_bits, seed=seed, hidden=hidden, supervision=sup, progress=progress,
+                                 on_problem=problem)
     finally:
         if bar is not None:
             bar.close()
     rate = s.files / s.seconds if s.seconds else 0.0
     _say(quiet, f"hashdup: indexed {s.indexed} of {s.files} image files into {s.index} in {s.seconds:.1f} s "
                 f"({rate:.0f} files/s): {len(s.skipped)} skipped, {s.exact_duplicates} exact duplicates, "
-                f"{s.ignored} non-image files ignored" + (f", {s.links} links to files already seen" if s.links else ""))
+                f"{s.ignored} non-image files ignored" + (f", {s.links} links to files already seen" if s.links else "")
+                + (f"; {encoder} trained on {s.training}" if s.training != "unsupervised" else ""))
 
 
 @cli.command()
@@ -214,6 +239,99 @@ def info(index_dir: str) -> None:
     idx = _open(index_dir)
     try:
         _write(formats.to_json(pipeline.info(idx)))
+    finally:
+        idx.close()
+
+
+def _csv_list(kind: type, choices: list[str] | None = None) -> Callable[[click.Context, click.Parameter, str], list]:
+    def convert(ctx: click.Context, param: click.Parameter, value: str) -> list:
+        try:
+            items = [kind(v.strip()) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+        bad = [v for v in items if choices is not None and v not in choices]
+        if bad or not items:
+            raise click.BadParameter(f"choose from {', '.join(choices or [])}; got {value!r}")
+        return items
+    return convert
+
+
+@cli.command(name="eval")
+@click.option("--features", type=click.Path(exists=True, dir_okay=False),
+              help="An .npz file holding X (n, d) float and y (n,) int; without it, the index's descriptors.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="With an index: CSV of path,label rows.")
+@click.option("--labels-from-dirs", is_flag=True, help="With an index: label images by their parent folder.")
+@click.option("--encoder", "encoders", default="lsh,pca,itq,spectral", show_default=True,
+              callback=_csv_list(str, ENCODER_NAMES), help="Comma-separated encoders to measure.")
+@click.option("--bits", "bits_list", default="16,32,64", show_default=True, callback=_csv_list(int),
+              help="Comma-separated code lengths.")
+@click.option("--queries", "n_queries", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Random queries; the rest is the database.")
+@click.option("--train", "n_train", type=click.IntRange(min=1), default=None,
+              help="Train on this many database items [default: all].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of the encoders.")
+@click.option("--no-euclidean", is_flag=True, help="Skip the exact Euclidean ranking (the float reference).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write precision-recall curves to this PNG "
+              "(needs the plot extra: pip install 'hashdup[plot]').")
+@format_options
+@index_option
+@quiet_option
+def eval_(features: str | None, labels: str | None, labels_from_dirs: bool, encoders: list[str], bits_list: list[int],
+          n_queries: int, n_train: int | None, seed: int, no_euclidean: bool, plot: str | None, fmt: str,
+          index_dir: str, quiet: bool) -> None:
+    """Measure encoders the way the hashing papers do: mAP, precision within radius 2, precision@100.
+
+    A random set of queries (seeded) is searched in the rest (the database) on which the encoders are trained; an
+    item is relevant when its label equals the query's.
+
+    \b
+    Example:
+        hashdup eval --features mnist.npz --encoder lsh,pca,itq,spectral,itml,rbm --bits 16,32,64 --table
+        hashdup eval --labels-from-dirs --encoder lsh,itml --bits 64
+    """
+    from hashdup import evaluation
+
+    if features and (labels or labels_from_dirs):
+        raise click.UsageError("--features holds its own labels; --labels and --labels-from-dirs go with an index")
+    if bool(labels) and labels_from_dirs:
+        raise click.UsageError("give --labels or --labels-from-dirs, not both")
+    X, y = evaluation.load_features(features) if features else _index_features(index_dir, labels, labels_from_dirs)
+    for b in bits_list:
+        if not 8 <= b <= 1024:
+            raise click.BadParameter(f"code lengths must be between 8 and 1024, got {b}", param_hint="--bits")
+    if not n_queries < len(X):
+        raise click.BadParameter(f"must be smaller than the {len(X)} labelled items", param_hint="--queries")
+
+    def report(r: "evaluation.Result") -> None:
+        _say(quiet, f"hashdup: {r.encoder} {r.bits} bits: mAP {r.map:.4f} (fit {r.fit_s:.1f} s)")
+
+    try:
+        results = evaluation.evaluate(X, y, encoders, bits_list, n_queries=n_queries, n_train=n_train, seed=seed,
+                                      euclidean=not no_euclidean, on_result=report)
+    except ValueError as e:
+        raise HashdupError(str(e)) from e
+    _emit([r.as_dict() for r in results], fmt, ["encoder", "bits", "map", "p_at_r2", "p_at_100", "fit_s", "encode_s"])
+    if plot:
+        evaluation.plot_pr(results, plot)
+
+
+def _index_features(index_dir: str, labels: str | None, labels_from_dirs: bool):  # noqa: ANN202
+    """Stored descriptors and labels of the labelled images of an index."""
+    import numpy as np
+
+    from hashdup import supervision
+
+    if not (labels or labels_from_dirs):
+        raise click.UsageError("eval needs labels: --features FILE.npz, or an index with --labels or --labels-from-dirs")
+    idx = _open(index_dir)
+    try:
+        cat = idx.stored.catalogue
+        recs = cat.records()
+        names = (supervision.labels_from_csv(labels, supervision.PathIndex([cat.abspath(r) for r in recs]))
+                 if labels else supervision.labels_from_dirs([r.path for r in recs]))
+        ids = np.array(sorted(names), dtype=np.int64)
+        return (np.asarray(idx.stored.descriptors[ids], dtype=np.float32),
+                supervision.encode_labels([names[i] for i in ids.tolist()]))
     finally:
         idx.close()
 

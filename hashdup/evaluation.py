@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from hashdup import bits
 from hashdup.encoders import make_encoder
+from hashdup.errors import HashdupError
 
 QUERY_BLOCK = 200
 
@@ -178,3 +179,41 @@ def evaluate(X: NDArray[np.floating], y: NDArray[np.integer], encoders: Sequence
             m, p_r2, p100, pr = hamming_metrics(q_codes, db_codes, yq, ydb, n_bits)
             emit(Result(name, n_bits, m, p_r2, p100, t1 - t0, t2 - t1, pr))
     return results
+
+
+def load_features(path: str) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Read ``X`` (n, d) float and ``y`` (n,) int from an ``.npz`` file (no pickle)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            X, y = np.asarray(z["X"], dtype=np.float64), np.asarray(z["y"])
+    except KeyError as e:
+        raise HashdupError(f"{path}: a features file holds arrays X and y; {e} is missing") from e
+    except (OSError, ValueError) as e:
+        raise HashdupError(f"{path}: cannot read features: {e}") from e
+    if X.ndim != 2 or y.shape != (X.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+        raise HashdupError(f"{path}: X must be (n, d) float and y (n,) int, got {X.shape} and {y.shape} {y.dtype}")
+    return X, y.astype(np.int64)
+
+
+def plot_pr(results: Sequence[Result], path: str) -> None:
+    """Precision-recall curves (Hamming radius swept from 0 to bits), one panel per code length, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise HashdupError("--plot needs matplotlib: pip install 'hashdup[plot]'") from e
+    lengths = sorted({r.bits for r in results if r.pr is not None})
+    fig, axes = plt.subplots(1, max(len(lengths), 1), figsize=(4.5 * max(len(lengths), 1), 4), squeeze=False)
+    for ax, b in zip(axes[0], lengths, strict=False):
+        for r in results:
+            if r.bits == b and r.pr is not None:
+                precision, recall = r.pr
+                ax.plot(recall, precision, marker=".", markersize=3, label=f"{r.encoder} (mAP {r.map:.2f})")
+        ax.set(title=f"{b} bits", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

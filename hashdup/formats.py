@@ -20,11 +20,13 @@ def to_jsonl(rows: Sequence[Any]) -> str:
 def to_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """An aligned text table; list values are joined with commas, numbers right-aligned."""
     def cell(v: Any) -> str:
+        if v is None:
+            return "-"
         return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
 
     cells = [[cell(r.get(c, "")) for c in columns] for r in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(r.get(c), int) for r in rows) and bool(rows) for c in columns]
+    numeric = [all(isinstance(r.get(c), (int, float, type(None))) for r in rows) and bool(rows) for c in columns]
     def line(values: Sequence[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
         return "  ".join(parts).rstrip()

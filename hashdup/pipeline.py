@@ -28,6 +28,8 @@ from hashdup.io.catalogue import FileRecord, write_catalogue
 from hashdup.io.codefile import CodeFile
 from hashdup.io.store import StoredIndex, commit, new_generation, write_descriptors, writer_lock
 from hashdup.io.walk import WalkResult, display_path, walk
+from hashdup.supervision import (PathIndex, Supervision, Training, edit_pairs, encode_labels, labels_from_csv,
+                                 labels_from_dirs, pairs_from_csv)
 
 DEFAULT_INDEX = ".hashdup"
 #: Default Hamming radius of ``dedup``, as a fraction of the code length: 3 bits of 64. Measured by bench/radius.py
@@ -36,8 +38,9 @@ DEFAULT_INDEX = ".hashdup"
 DEFAULT_RADIUS_FRACTION = 3 / 64
 STORED_DTYPE = np.float16
 
-Progress = Callable[[int, int], None]
-"""``progress(done, total)``: called as files are processed."""
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called as work advances; stages are "describing" (files), "editing"
+(self-supervised edits) and "training" (epochs or sweeps of a learned encoder)."""
 OnProblem = Callable[[str, str], None]
 """``on_problem(path, reason)``: called once for every file that is skipped."""
 
@@ -57,6 +60,7 @@ class IndexSummary:
     exact_duplicates: int = 0
     ignored: int = 0
     links: int = 0
+    training: str = ""
     seconds: float = 0.0
 
 
@@ -116,7 +120,7 @@ def _extract(found: WalkResult, descriptor: Descriptor, summary: IndexSummary, p
         finally:
             if len(batch_pixels) >= batch_size:
                 flush()
-            progress(done, total)
+            progress("describing", done, total)
     flush()
     X = np.zeros((n_ok, descriptor.n_features), dtype=np.float32)
     for ids, rows in described:
@@ -130,6 +134,7 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
                 descriptor: DescriptorName = "gist", descriptor_params: dict[str, Any] | None = None,
                 encoder: EncoderName = "lsh",
                 n_bits: int = 64, seed: int = 0, hidden: bool = False, batch_size: int = 32,
+                supervision: Supervision = Supervision(), encoder_params: dict[str, Any] | None = None,
                 progress: Progress = _ignore, on_problem: OnProblem = _ignore) -> IndexSummary:
     """Index folders of images: walk, describe, fit the encoder, encode, and write a new index generation.
 
@@ -142,15 +147,19 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     descriptor : {"gist", "color", "gist+color"}
     descriptor_params : dict, optional
         Keyword parameters of the descriptor.
-    encoder : {"lsh", "median"}
+    encoder : {"lsh", "median", "pca", "itq", "spectral", "itml", "rbm"}
     n_bits : int
         Code length, 8 to 1024.
     seed : int
-        ``random_state`` of the encoder.
+        ``random_state`` of the encoder (and of the self-supervised edits).
     hidden : bool
         Also index hidden files and folders.
     batch_size : int
         Images described together.
+    supervision : Supervision
+        Labels, pairs or self-supervised edits for the encoders that learn from them (:mod:`hashdup.supervision`).
+    encoder_params : dict, optional
+        Further keyword parameters of the encoder.
     progress, on_problem : callables
         See :data:`Progress` and :data:`OnProblem`.
 
@@ -165,13 +174,35 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     """
     bits.check_n_bits(n_bits)
     desc = make_descriptor(descriptor, **(descriptor_params or {}))
-    enc = make_encoder(encoder, n_bits=n_bits, random_state=seed)
+    enc = make_encoder(encoder, n_bits=n_bits, random_state=seed, **(encoder_params or {}))
+    if supervision.explicit and enc.supervision == "none":
+        raise HashdupError(f"the {enc.name} encoder does not learn from labels or pairs; use itml or rbm")
     with writer_lock(index_dir):
-        return _build(paths, Path(index_dir), desc, enc, hidden, batch_size, progress, on_problem)
+        return _build(paths, Path(index_dir), desc, enc, hidden, batch_size, supervision, seed, progress, on_problem)
+
+
+def _training(enc: BaseEncoder, X: NDArray[np.float32], ok: list[FileRecord], roots: list[str], desc: Descriptor,
+              sup: Supervision, seed: int, progress: Progress) -> Training:
+    """The rows, labels and pairs the encoder is fitted on (see :mod:`hashdup.supervision`)."""
+    abspaths = [os.path.join(roots[r.root], r.path) for r in ok]
+    if sup.labels or sup.labels_from_dirs:
+        names = (labels_from_csv(sup.labels, PathIndex(abspaths)) if sup.labels
+                 else labels_from_dirs([r.path for r in ok]))
+        ids = np.array(sorted(names), dtype=np.int64)
+        y = encode_labels([names[i] for i in ids.tolist()])
+        return Training(X[ids], y, None, f"labels: {len(ids)} images in {len(set(y.tolist()))} classes")
+    if sup.pairs:
+        pairs = pairs_from_csv(sup.pairs, PathIndex(abspaths))
+        return Training(X, None, pairs, f"pairs: {int(pairs.similar.sum())} similar, {int((~pairs.similar).sum())} "
+                                        "dissimilar")
+    if enc.supervision != "none" and sup.self_supervised:
+        return edit_pairs(X, abspaths, [r.blake2b for r in ok], desc, describe_images, n_edits=sup.n_edits, seed=seed,
+                          progress=lambda done, total: progress("editing", done, total))
+    return Training(X, None, None, "unsupervised")
 
 
 def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descriptor, enc: BaseEncoder, hidden: bool,
-           batch_size: int, progress: Progress, on_problem: OnProblem) -> IndexSummary:
+           batch_size: int, sup: Supervision, seed: int, progress: Progress, on_problem: OnProblem) -> IndexSummary:
     t0 = time.perf_counter()
     n_bits = enc.n_bits
     found = walk(paths, hidden=hidden)
@@ -186,10 +217,13 @@ def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descr
         where = ", ".join(os.fsdecode(p) for p in paths)
         raise HashdupError(f"no images could be indexed under {where} ({len(summary.skipped)} skipped, "
                            f"{summary.ignored} non-image files ignored)")
+    training = _training(enc, X, [r for r in records if r.id is not None], found.roots, desc, sup, seed, progress)
     try:
-        enc.fit(X)
+        enc.fit(training.X, training.y, pairs=training.pairs,
+                progress=lambda done, total: progress("training", done, total))
     except ValueError as e:
-        raise HashdupError(f"cannot fit the {enc.name} encoder on {X.shape[0]} images: {e}") from e
+        raise HashdupError(f"cannot fit the {enc.name} encoder on {training.X.shape[0]} rows: {e}") from e
+    summary.training = training.description
     codes = enc.encode(X)
     gen = new_generation(index_dir)
     CodeFile.write(gen.path("codes"), codes, n_bits, enc.fingerprint())
@@ -201,7 +235,8 @@ def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descr
         "roots": found.roots,
         "descriptor": {"name": desc.name, "params": desc.get_params(), "n_features": desc.n_features,
                        "dtype": np.dtype(STORED_DTYPE).name},
-        "encoder": {"name": enc.name, "n_bits": n_bits, "params": enc.get_params(), "fingerprint": enc.fingerprint().hex()},
+        "encoder": {"name": enc.name, "n_bits": n_bits, "params": enc.json_params(),
+                    "fingerprint": enc.fingerprint().hex(), "training": training.description},
         "counts": {"files": summary.files, "indexed": summary.indexed, "errors": summary.files - summary.indexed,
                    "exact_duplicates": summary.exact_duplicates},
     })

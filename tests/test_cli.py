@@ -196,5 +196,5 @@ def test_progress_bar_only_on_a_terminal(tmp_path, sample_dir):
         return b"".join(chunks).decode(errors="replace")
 
     shown = stderr_of()
-    assert "indexing" in shown and "img" in shown and "indexed 7 of 7" in shown
+    assert "describing" in shown and "img" in shown and "indexed 7 of 7" in shown
     assert stderr_of("--quiet") == ""

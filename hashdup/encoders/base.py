@@ -219,7 +219,7 @@ class BaseEncoder:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
         return {name: np.ascontiguousarray(getattr(self, name)) for name in self._fitted}
 
-    def _json_params(self) -> dict[str, Any]:
+    def json_params(self) -> dict[str, Any]:
         """Parameters as JSON values: numpy scalars become Python numbers, tuples lists; a Generator ``random_state``
         (which cannot be written down) becomes None, as the fitted arrays already hold what it drew."""
         def plain(key: str, v: Any) -> Any:
@@ -236,7 +236,7 @@ class BaseEncoder:
 
     def _meta(self) -> dict[str, Any]:
         return {"format": "hashdup-encoder", "version": FORMAT_VERSION, "name": self.name,
-                "params": self._json_params(), "n_features_in": int(self.n_features_in_)}
+                "params": self.json_params(), "n_features_in": int(self.n_features_in_)}
 
     def fingerprint(self) -> bytes:
         """16-byte blake2b digest of everything that decides the codes: name, parameters (but the seed), feature
@@ -245,7 +245,7 @@ class BaseEncoder:
         Two encoders with the same fingerprint give the same codes; the code file stores it to catch mismatches.
         """
         h = hashlib.blake2b(digest_size=16)
-        params = {k: v for k, v in self._json_params().items() if k != "random_state"}
+        params = {k: v for k, v in self.json_params().items() if k != "random_state"}
         h.update(json.dumps([self.name, params, int(self.n_features_in_ if hasattr(self, "n_features_in_") else -1)],
                             sort_keys=True).encode())
         for key, arr in sorted(self._state().items()):

@@ -11,12 +11,13 @@ import contextlib
 import io
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from hashdup.errors import ImageError
 
@@ -140,7 +141,8 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
     return FileBytes(data, st.st_size, st.st_mtime_ns)
 
 
-def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> DecodedImage:
+def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = MAX_PIXELS,
+           edit: Callable[[Image.Image], Image.Image] | None = None) -> DecodedImage:
     """Decode image bytes into a square RGB array.
 
     Parameters
@@ -153,6 +155,9 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
         Used in error messages.
     max_pixels : int
         Decompression-bomb limit: images with more pixels are refused before decoding.
+    edit : callable, optional
+        Applied to the upright RGB image (decoded at 4 × ``size`` or more) before the final resize; see
+        :func:`decode_edited`.
 
     Returns
     -------
@@ -168,7 +173,7 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning, EXIF and palette warnings: checked below
-            return _decode(data, size, name, max_pixels)
+            return _decode(data, size, name, max_pixels, edit)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -185,7 +190,8 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
         raise ImageError(name, f"corrupt image ({msg})") from e
 
 
-def _decode(data: bytes, size: int, name: str, max_pixels: int) -> DecodedImage:
+def _decode(data: bytes, size: int, name: str, max_pixels: int,
+            edit: Callable[[Image.Image], Image.Image] | None) -> DecodedImage:
     img = Image.open(io.BytesIO(data))
     fmt = img.format or "unknown"
     width, height = img.size
@@ -196,7 +202,8 @@ def _decode(data: bytes, size: int, name: str, max_pixels: int) -> DecodedImage:
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     if isinstance(img, JpegImagePlugin.JpegImageFile):  # JPEG and MPO: decode at 1/2, 1/4 or 1/8 through the DCT
-        img.draft(img.mode, (size, size))
+        draft = size if edit is None else 4 * size
+        img.draft(img.mode, (draft, draft))
     img.load()
     decoded_size = img.size
     # read after load: some plugins (TIFF) turn the pixels upright themselves while loading and drop the tag
@@ -206,6 +213,8 @@ def _decode(data: bytes, size: int, name: str, max_pixels: int) -> DecodedImage:
     img = _to_rgb(img)
     if orientation not in (None, 1):
         img = _apply_orientation(img, orientation)
+    if edit is not None:
+        img = edit(img).convert("RGB")
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     pixels = np.asarray(img, dtype=np.uint8)
@@ -275,3 +284,61 @@ def load(path: str | os.PathLike[str], size: int, *, max_pixels: int = MAX_PIXEL
 def is_image_name(path: str | os.PathLike[str]) -> bool:
     """True when the file name has an image extension (case-insensitive)."""
     return Path(os.fsdecode(path)).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# --- synthetic edits, for self-supervised metric learning and benchmarks ----------------------------------------------
+#: The kinds of edit :func:`decode_edited` applies: changes that keep an image "the same picture".
+EDIT_KINDS = ("jpeg", "resize", "crop", "brightness", "contrast", "blur", "rotate", "text", "mirror", "gray")
+
+
+def _edit(img: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+    """One edit of ``kind`` with a strength drawn from ``rng``."""
+    w, h = img.size
+    if kind == "jpeg":
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=int(rng.integers(15, 61)))
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    if kind == "resize":
+        f = rng.uniform(0.3, 0.8)
+        return img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.LANCZOS)
+    if kind == "crop":
+        l, t, r, b = rng.uniform(0.02, 0.12, size=4)
+        return img.crop((round(w * l), round(h * t), round(w * (1 - r)), round(h * (1 - b))))
+    if kind == "brightness":
+        return ImageEnhance.Brightness(img).enhance(rng.choice([rng.uniform(0.6, 0.85), rng.uniform(1.15, 1.4)]))
+    if kind == "contrast":
+        return ImageEnhance.Contrast(img).enhance(rng.choice([rng.uniform(0.6, 0.85), rng.uniform(1.15, 1.5)]))
+    if kind == "blur":
+        return img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 2.0) * max(w, h) / 512))
+    if kind == "rotate":  # a few degrees, then the central part without the filled corners
+        angle = rng.uniform(2, 5) * rng.choice([-1, 1])
+        rot = img.rotate(angle, resample=Image.Resampling.BILINEAR)
+        m = np.sin(np.radians(abs(angle)))
+        return rot.crop((round(w * m), round(h * m), round(w * (1 - m)), round(h * (1 - m))))
+    if kind == "text":
+        out = img.copy()
+        draw = ImageDraw.Draw(out)
+        x, y = rng.uniform(0.05, 0.6) * w, rng.uniform(0.05, 0.85) * h
+        shade = int(rng.choice([0, 255]))
+        draw.text((x, y), "© hashdup " + str(int(rng.integers(1000, 9999))), fill=(shade, shade, shade),
+                  font_size=max(10, h // 12))
+        return out
+    if kind == "mirror":
+        return ImageOps.mirror(img)
+    if kind == "gray":
+        return img.convert("L").convert("RGB")
+    raise ValueError(f"unknown edit kind {kind!r}; choose from {', '.join(EDIT_KINDS)}")
+
+
+def decode_edited(data: bytes, size: int, kind: str, rng: np.random.Generator, *, name: str = "<bytes>",
+                  max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode an image, apply a random edit of ``kind`` (see :data:`EDIT_KINDS`) and resize to a square.
+
+    The edit is applied at a working resolution of at least 4 × ``size`` (JPEG files are DCT-decoded no smaller),
+    with strengths drawn from ``rng``: JPEG quality 15–60, resize ×0.3–0.8, crop 2–12 % per side, brightness or
+    contrast ×0.6–0.85 or ×1.15–1.4 (1.5), Gaussian blur of 0.5–2 px per 512 px, rotation by 2–5° (corners cropped),
+    a text overlay, a mirror image, or greyscale.
+    """
+    if kind not in EDIT_KINDS:
+        raise ValueError(f"unknown edit kind {kind!r}; choose from {', '.join(EDIT_KINDS)}")
+    return decode(data, size, name=name, max_pixels=max_pixels, edit=lambda img: _edit(img, kind, rng))
