@@ -20,7 +20,7 @@ def _labels(X):
 
 
 #: Small training settings per encoder, so the contract checks below stay fast.
-FAST_PARAMS: dict[str, dict] = {}
+FAST_PARAMS: dict[str, dict] = {"itml": {"n_constraints": 2000, "max_iter": 20}}
 
 
 def make(name, **params):

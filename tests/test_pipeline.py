@@ -171,7 +171,8 @@ def test_broken_symlink_and_non_image_files(tmp_path):
     assert (s.indexed, s.ignored) == (2, 1)
 
 
-@pytest.mark.parametrize("descriptor, encoder", [("color", "lsh"), ("gist+color", "lsh"), ("gist", "median")])
+@pytest.mark.parametrize("descriptor, encoder", [("color", "lsh"), ("gist+color", "lsh"), ("gist", "median"),
+                                                 ("gist", "pca"), ("gist", "itq"), ("color", "spectral")])
 def test_other_descriptors_and_encoders(tmp_path, descriptor, encoder):
     imgs = _small_set(tmp_path / "imgs", 12)
     pipeline.build_index([imgs], tmp_path / "idx", descriptor=descriptor, encoder=encoder, n_bits=8 if encoder ==
