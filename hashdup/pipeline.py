@@ -376,7 +376,7 @@ def info(index: Index) -> dict[str, Any]:
         "errors": cat.count("error"),
         "exact_duplicates": m["counts"]["exact_duplicates"],
         "descriptor": {k: m["descriptor"][k] for k in ("name", "params", "n_features", "dtype")},
-        "encoder": {"name": m["encoder"]["name"], "n_bits": m["encoder"]["n_bits"], "params": m["encoder"]["params"]},
+        "encoder": {k: m["encoder"][k] for k in ("name", "n_bits", "params", "training") if k in m["encoder"]},
         "bytes_on_disk": {**sizes, "manifest": manifest_bytes, "total": sum(sizes.values()) + manifest_bytes},
         "skipped": [{"path": display_path(cat.abspath(r)), "error": r.error} for r in cat.errors()],
     }

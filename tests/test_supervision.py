@@ -95,3 +95,32 @@ def test_unsupervised_encoders_refuse_labels(three, tmp_path):
     folder, _ = three
     with pytest.raises(HashdupError, match="does not learn from labels"):
         pipeline.build_index([folder], tmp_path / "idx", supervision=Supervision(labels_from_dirs=True))
+
+
+def test_index_with_itml_from_each_kind_of_supervision(three, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hashdup.cli import cli
+
+    folder, paths = three
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pairs.csv").write_text(f"{paths[0]},{paths[1]},similar\n{paths[0]},{paths[2]},dissimilar\n")
+    runs = {
+        "edits": ["--edits", "12"],
+        "dirs": ["--labels-from-dirs"],
+        "pairs": ["--pairs", "pairs.csv"],
+    }
+    for name, extra in runs.items():
+        r = CliRunner().invoke(cli, ["index", str(folder), "--encoder", "itml", "--bits", "16", "--index",
+                                     f"idx-{name}", *extra])
+        assert r.exit_code == 0, (name, r.output)
+        info = pipeline.info(pipeline.Index(tmp_path / f"idx-{name}"))
+        assert info["encoder"]["name"] == "itml"
+        assert info["encoder"]["training"].startswith({"edits": "self-supervised: 12 edited copies",
+                                                       "dirs": "labels: 3 images in 2 classes",
+                                                       "pairs": "pairs: 1 similar, 1 dissimilar"}[name])
+    r = CliRunner().invoke(cli, ["index", str(folder), "--encoder", "itml", "--no-self-supervised", "--index", "x"])
+    assert r.exit_code != 0 and "labels" in str(r.exception or r.output)
+    r = CliRunner().invoke(cli, ["index", str(folder), "--encoder", "itml", "--labels-from-dirs", "--pairs",
+                                 "pairs.csv"])
+    assert r.exit_code == 2 and "at most one" in r.output
