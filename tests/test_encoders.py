@@ -20,7 +20,11 @@ def _labels(X):
 
 
 #: Small training settings per encoder, so the contract checks below stay fast.
-FAST_PARAMS: dict[str, dict] = {"itml": {"n_constraints": 2000, "max_iter": 20}}
+FAST_PARAMS: dict[str, dict] = {
+    "itml": {"n_constraints": 2000, "max_iter": 20},
+    "rbm": {"hidden": (32,), "pretrain_epochs": 5, "pretrain_batch": 20, "gaussian_lr": 0.01, "pretrain_lr": 0.1,
+            "finetune_epochs": 20, "finetune_batch": 100, "finetune_lr": 0.01, "code_noise": 0.0},
+}
 
 
 def make(name, **params):
