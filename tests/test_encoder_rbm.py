@@ -9,7 +9,7 @@ from hashdup.encoders.rbm import RBMHash
 
 #: Settings for a few hundred rows: the defaults (batches of 100 and 1000, small steps) suit thousands.
 SMALL = dict(hidden=(48,), pretrain_epochs=8, pretrain_batch=20, gaussian_lr=0.01, pretrain_lr=0.1,
-             finetune_epochs=15, finetune_batch=200, finetune_lr=0.01)
+             finetune_epochs=15, finetune_batch=200, finetune_lr=0.01, min_steps=0)
 
 
 def _classes(n=400, d=30, k=4, seed=0):
@@ -113,3 +113,17 @@ def test_save_load_keeps_the_hidden_tuple_and_the_curves(tmp_path, fitted):
     assert back.get_params() == enc.get_params() and back.hidden == (48,)
     np.testing.assert_array_equal(back.finetune_objective_, enc.finetune_objective_)
     np.testing.assert_array_equal(back.encode(X), enc.encode(X))
+
+
+def test_small_training_sets_get_enough_updates():
+    """With min_steps, a training set of a few dozen rows is trained for more epochs, not left near chance."""
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(4), 15)
+    X = rng.standard_normal((4, 20))[y] * 2 + rng.standard_normal((60, 20))
+    params = {**SMALL, "min_steps": 200, "pretrain_batch": 20, "finetune_batch": 60}
+    enc = RBMHash(n_bits=8, random_state=0, **params).fit(X, y)
+    assert enc.pretrain_error_.shape[1] == 67  # ceil(200 / 3 batches per epoch), more than the 8 asked
+    assert len(enc.finetune_objective_) == 200  # one batch per epoch
+    short = RBMHash(n_bits=8, random_state=0, **SMALL).fit(X, y)
+    assert short.pretrain_error_.shape[1] == 8 and len(short.finetune_objective_) == 15
+    assert enc.finetune_objective_[-1] > short.finetune_objective_[-1]

@@ -23,7 +23,7 @@ def _labels(X):
 FAST_PARAMS: dict[str, dict] = {
     "itml": {"n_constraints": 2000, "max_iter": 20},
     "rbm": {"hidden": (32,), "pretrain_epochs": 5, "pretrain_batch": 20, "gaussian_lr": 0.01, "pretrain_lr": 0.1,
-            "finetune_epochs": 20, "finetune_batch": 100, "finetune_lr": 0.01, "code_noise": 0.0},
+            "finetune_epochs": 20, "finetune_batch": 100, "finetune_lr": 0.01, "code_noise": 0.0, "min_steps": 0},
 }
 
 
