@@ -116,3 +116,26 @@ def test_eval_needs_labels_with_an_index(tmp_path):
     np.savez(tmp_path / "bad.npz", X=np.zeros((5, 2)))
     r = CliRunner().invoke(cli, ["eval", "--features", str(tmp_path / "bad.npz")])
     assert r.exit_code == 1 and "holds arrays X and y" in str(r.exception)
+
+
+def test_eval_on_an_index_with_folder_labels(tmp_path, photo_paths):
+    from hashdup import pipeline
+
+    for k, src in enumerate(photo_paths[:8]):
+        folder = tmp_path / "imgs" / ("even" if k % 2 == 0 else "odd")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / src.name).write_bytes(src.read_bytes())
+    pipeline.build_index([tmp_path / "imgs"], tmp_path / "idx")
+    r = CliRunner().invoke(cli, ["eval", "--index", str(tmp_path / "idx"), "--labels-from-dirs", "--encoder", "lsh",
+                                 "--bits", "8", "--queries", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [(row["encoder"], row["bits"]) for row in rows] == [("euclidean", 0), ("lsh", 8)]
+    assert all(0 <= row["map"] <= 1 for row in rows)
+
+
+def test_cli_knows_every_encoder():
+    from hashdup.cli import ENCODER_NAMES
+    from hashdup.encoders import ENCODERS
+
+    assert ENCODER_NAMES == list(ENCODERS)
