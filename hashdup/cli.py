@@ -249,9 +249,11 @@ def _csv_list(kind: type, choices: list[str] | None = None) -> Callable[[click.C
             items = [kind(v.strip()) for v in value.split(",") if v.strip()]
         except ValueError:
             raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+        if not items:
+            raise click.BadParameter(f"expected a comma-separated list, got {value!r}")
         bad = [v for v in items if choices is not None and v not in choices]
-        if bad or not items:
-            raise click.BadParameter(f"choose from {', '.join(choices or [])}; got {value!r}")
+        if bad:
+            raise click.BadParameter(f"{', '.join(map(str, bad))}: choose from {', '.join(choices or [])}")
         return items
     return convert
 
@@ -295,7 +297,20 @@ def eval_(features: str | None, labels: str | None, labels_from_dirs: bool, enco
         raise click.UsageError("--features holds its own labels; --labels and --labels-from-dirs go with an index")
     if bool(labels) and labels_from_dirs:
         raise click.UsageError("give --labels or --labels-from-dirs, not both")
-    X, y = evaluation.load_features(features) if features else _index_features(index_dir, labels, labels_from_dirs)
+    if plot and not os.access(os.path.dirname(os.path.abspath(plot)), os.W_OK):
+        raise click.BadParameter(f"cannot write to the folder of {plot}", param_hint="--plot")
+    if features:
+        X, y = evaluation.load_features(features)
+    elif labels or labels_from_dirs:
+        from hashdup import pipeline
+
+        idx = _open(index_dir)
+        try:
+            X, y = pipeline.labelled_descriptors(idx, labels=labels, from_dirs=labels_from_dirs)
+        finally:
+            idx.close()
+    else:
+        raise click.UsageError("eval needs labels: --features FILE.npz, or an index with --labels or --labels-from-dirs")
     for b in bits_list:
         if not 8 <= b <= 1024:
             raise click.BadParameter(f"code lengths must be between 8 and 1024, got {b}", param_hint="--bits")
@@ -313,27 +328,6 @@ def eval_(features: str | None, labels: str | None, labels_from_dirs: bool, enco
     _emit([r.as_dict() for r in results], fmt, ["encoder", "bits", "map", "p_at_r2", "p_at_100", "fit_s", "encode_s"])
     if plot:
         evaluation.plot_pr(results, plot)
-
-
-def _index_features(index_dir: str, labels: str | None, labels_from_dirs: bool):  # noqa: ANN202
-    """Stored descriptors and labels of the labelled images of an index."""
-    import numpy as np
-
-    from hashdup import supervision
-
-    if not (labels or labels_from_dirs):
-        raise click.UsageError("eval needs labels: --features FILE.npz, or an index with --labels or --labels-from-dirs")
-    idx = _open(index_dir)
-    try:
-        cat = idx.stored.catalogue
-        recs = cat.records()
-        names = (supervision.labels_from_csv(labels, supervision.PathIndex([cat.abspath(r) for r in recs]))
-                 if labels else supervision.labels_from_dirs([r.path for r in recs]))
-        ids = np.array(sorted(names), dtype=np.int64)
-        return (np.asarray(idx.stored.descriptors[ids], dtype=np.float32),
-                supervision.encode_labels([names[i] for i in ids.tolist()]))
-    finally:
-        idx.close()
 
 
 def main(argv: list[str] | None = None) -> None:

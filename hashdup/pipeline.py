@@ -190,6 +190,9 @@ def _training(enc: BaseEncoder, X: NDArray[np.float32], ok: list[FileRecord], ro
                  else labels_from_dirs([r.path for r in ok]))
         ids = np.array(sorted(names), dtype=np.int64)
         y = encode_labels([names[i] for i in ids.tolist()])
+        if len(set(y.tolist())) < 2:
+            raise HashdupError(f"the labels name a single class ({names[int(ids[0])]!r}) for {len(ids)} images; "
+                               "supervision needs two classes or more")
         return Training(X[ids], y, None, f"labels: {len(ids)} images in {len(set(y.tolist()))} classes")
     if sup.pairs:
         pairs = pairs_from_csv(sup.pairs, PathIndex(abspaths))
@@ -198,6 +201,9 @@ def _training(enc: BaseEncoder, X: NDArray[np.float32], ok: list[FileRecord], ro
     if enc.supervision != "none" and sup.self_supervised:
         return edit_pairs(X, abspaths, [r.blake2b for r in ok], desc, describe_images, n_edits=sup.n_edits, seed=seed,
                           progress=lambda done, total: progress("editing", done, total))
+    if enc.supervision == "required":
+        raise HashdupError(f"the {enc.name} encoder learns from supervision: give --labels, --labels-from-dirs or "
+                           "--pairs, or let it train on self-supervised edits (drop --no-self-supervised)")
     return Training(X, None, None, "unsupervised")
 
 
@@ -276,6 +282,20 @@ class Index:
 
     def close(self) -> None:
         self.stored.close()
+
+
+def labelled_descriptors(index: Index, *, labels: str | None = None, from_dirs: bool = False
+                         ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The stored descriptors of the labelled images of an index and their labels (ints), for ``hashdup eval``."""
+    cat = index.stored.catalogue
+    recs = cat.records()
+    names = (labels_from_csv(labels, PathIndex([cat.abspath(r) for r in recs])) if labels
+             else labels_from_dirs([r.path for r in recs]))
+    ids = np.array(sorted(names), dtype=np.int64)
+    y = encode_labels([names[i] for i in ids.tolist()])
+    if len(set(y.tolist())) < 2:
+        raise HashdupError("the labels name a single class: nothing to tell apart")
+    return np.asarray(index.stored.descriptors[ids], dtype=np.float32), y
 
 
 def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radius: int | None = None,

@@ -6,8 +6,9 @@
 * self-supervised edits (no labels needed): ``n_edits`` indexed images are decoded again with a random edit
   (:data:`hashdup.io.images.EDIT_KINDS`: JPEG recompression, resize, crop, brightness, contrast, blur, small rotation,
   text overlay, mirror, greyscale) and each edit is a *similar* pair with its original; random pairs of indexed
-  images with different content are *dissimilar* (``dissimilar_per_similar`` of them per similar pair). This teaches
-  a metric which changes do not make a different image.
+  images with different content are *dissimilar* (``dissimilar_per_similar`` of them per similar pair), except
+  pairs closer than 90 % of the edit pairs (likely duplicates already in the library). This teaches a metric which
+  changes do not make a different image.
 
 Paths in the files are resolved like command-line paths (relative to the working folder) and must be indexed files.
 """
@@ -26,6 +27,12 @@ from hashdup.descriptors import Descriptor
 from hashdup.encoders import Pairs
 from hashdup.errors import HashdupError, ImageError
 from hashdup.io import images
+
+
+#: At most this many edited copies per indexed image (a small library needs no more).
+EDITS_PER_IMAGE = 10
+#: Random pairs closer than this percentile of the edit pairs' distances are not used as dissimilar pairs.
+DUPLICATE_PERCENTILE = 90.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,8 @@ def edit_pairs(X: NDArray[np.float32], abspaths: Sequence[str], hashes: Sequence
     descriptor, describe
         How to turn decoded pixels into descriptors (``pipeline.describe_images``).
     n_edits : int
-        Edited copies to make (each from a different image while there are enough; kinds cycle through all edits).
+        Edited copies to make (each from a different image while there are enough, at most ``EDITS_PER_IMAGE`` per
+        image; kinds cycle through all edits).
     dissimilar_per_similar : int
     seed : int
 
@@ -152,7 +160,8 @@ def edit_pairs(X: NDArray[np.float32], abspaths: Sequence[str], hashes: Sequence
     """
     n = len(abspaths)
     rng = np.random.default_rng(seed)
-    chosen = rng.permutation(n)[: min(n_edits, n)] if n_edits <= n else rng.integers(0, n, n_edits)
+    n_edits = min(n_edits, EDITS_PER_IMAGE * n)
+    chosen = rng.permutation(n)[:n_edits] if n_edits <= n else rng.integers(0, n, n_edits)
     rows, sources = [], []
     for k, i in enumerate(chosen.tolist()):
         kind = images.EDIT_KINDS[k % len(images.EDIT_KINDS)]
@@ -173,6 +182,13 @@ def edit_pairs(X: NDArray[np.float32], abspaths: Sequence[str], hashes: Sequence
     a, b = rng.integers(0, n, m), rng.integers(0, n, m)
     h = np.array([x or f"#{k}" for k, x in enumerate(hashes)], dtype=object)
     keep = (a != b) & (h[a] != h[b])
+    if len(sources):
+        # a random pair as close as a typical edit is most likely a duplicate already in the library: calling it
+        # dissimilar would teach the metric to tear duplicates apart
+        X_all = np.vstack([X, X_edit]).astype(np.float64)
+        d_sim = ((X_all[sim_i] - X_all[sim_j]) ** 2).sum(axis=1)
+        d_dis = ((X_all[a] - X_all[b]) ** 2).sum(axis=1)
+        keep &= d_dis > np.percentile(d_sim, DUPLICATE_PERCENTILE)
     pairs = Pairs(np.concatenate([sim_i, a[keep]]), np.concatenate([sim_j, b[keep]]),
                   np.concatenate([np.ones(len(sim_i), bool), np.zeros(int(keep.sum()), bool)]))
     return Training(np.vstack([X, X_edit]).astype(np.float32), None, pairs,

@@ -127,3 +127,14 @@ def test_small_training_sets_get_enough_updates():
     short = RBMHash(n_bits=8, random_state=0, **SMALL).fit(X, y)
     assert short.pretrain_error_.shape[1] == 8 and len(short.finetune_objective_) == 15
     assert enc.finetune_objective_[-1] > short.finetune_objective_[-1]
+
+
+def test_batches_have_near_equal_sizes():
+    """101 rows in batches of 100 are split 51 + 50, not 100 + 1 (a one-row CD step made a Gaussian RBM diverge on
+    sample_data's 101 descriptors)."""
+    from hashdup.encoders._rbm_layers import batches
+
+    assert [len(b) for b in batches(np.arange(101), 100)] == [51, 50]
+    assert [len(b) for b in batches(np.arange(9000), 100)] == [100] * 90
+    assert [len(b) for b in batches(np.arange(7), 100)] == [7]
+    assert sorted(np.concatenate(batches(np.arange(250)[::-1], 60)).tolist()) == list(range(250))

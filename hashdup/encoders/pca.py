@@ -29,7 +29,8 @@ class PCAHash(BaseEncoder):
     """Bit ``b`` is the sign of the projection of the centred descriptor on the ``b``-th principal component.
 
     The baseline of the learning-to-hash literature ("PCA-direct" / PCAH): the top ``n_bits`` directions of
-    variance, thresholded at zero (the training mean). Needs ``n_bits ≤ n_features``.
+    variance, thresholded at zero (the training mean). Needs ``n_bits ≤ n_features`` and more training samples
+    than bits.
 
     Parameters
     ----------
@@ -62,6 +63,10 @@ class PCAHash(BaseEncoder):
              pairs: Pairs | None, progress: Progress) -> None:
         if self.n_bits > X.shape[1]:
             raise ValueError(f"pca needs n_bits ≤ n_features, got n_bits={self.n_bits} for {X.shape[1]} features")
+        if X.shape[0] < self.n_bits + 1:
+            raise ValueError(f"pca needs at least n_bits + 1 = {self.n_bits + 1} training samples, got {X.shape[0]}: "
+                             "components beyond the data's rank have no variance and their signs would be noise; "
+                             "use fewer bits or the lsh encoder")
         self.mean_, self.components_, _ = pca(X, self.n_bits)
 
     def _bits(self, X: NDArray[np.float64]) -> NDArray[np.bool_]:

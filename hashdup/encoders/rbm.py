@@ -252,13 +252,11 @@ class RBMHash(BaseEncoder):
         decoder = L.unroll(layers)
         params = [p for layer in layers + decoder for p in (layer.W, layer.c)]
         opt = L.Adam(params, float(self.finetune_lr))
-        batch = min(int(self.finetune_batch), len(V))
         curve = np.zeros(epochs)
         for epoch in range(epochs):
-            perm = rng.permutation(len(V))
             total = 0.0
-            for start in range(0, len(V), batch):
-                v = V[perm[start : start + batch]]
+            for rows in L.batches(rng.permutation(len(V)), int(self.finetune_batch)):
+                v = V[rows]
                 acts = L.forward(v, layers, noise=self._noise(rng, len(v)))
                 dacts = L.forward(acts[-1], decoder, linear_top=True)
                 diff = dacts[-1] - v

@@ -1,0 +1,673 @@
+"""LSH bucket tables: approximate Hamming kNN by hash-table lookups, with exact re-ranking.
+
+The lecture's "hash tables to improve search speed". ``L`` tables each key every code by ``m`` of its bits; codes
+that agree on those bits share a bucket. A query looks up its own key in every table and, with multi-probe
+(Lv et al. 2007, the simple version), every key within ``p`` flipped key bits; the union of those buckets is the
+candidate set, which is always re-ranked by the exact Hamming distance on the full codes. Results are therefore
+exact *for the candidates found*: a returned distance is the true distance and the order is (distance, id), but a
+true neighbour that shares no probed bucket with the query is missed.
+
+Which codes are found
+---------------------
+A code at Hamming distance ``d`` from the query lands in a probed bucket of table ``t`` iff at most ``p`` of the
+``d`` differing bits are among that table's ``m`` key bits. For one key of ``m`` bits drawn at random from
+``n_bits`` the number of differing key bits is hypergeometric, so one table finds the code with probability
+``P(d) = Σ_{i≤p} C(d, i) C(n_bits − d, m − i) / C(n_bits, m)``, and ``L`` independent keys with
+``1 − (1 − P)^L``.
+Keys here are drawn without replacement from successive random permutations of the bits, so the
+``n_bits // m`` tables cut from one permutation are disjoint and miss together less often than independent keys
+(for disjoint keys covering every bit, ``L`` tables with ``p`` probes find every code within ``L (p + 1) − 1``
+bits: the multi-index-hashing pigeonhole). :func:`recall_estimate` computes this recall and
+:func:`default_n_tables` uses it.
+
+Costs per query: ``L · Σ_{i≤p} C(m, i)`` probes (21 per table at m = 20, p = 1; 211 at p = 2) and about
+``probes · n / 2^m`` candidates on uniform codes, each re-ranked with one random read of a code row.
+
+References
+----------
+A. Gionis, P. Indyk and R. Motwani, "Similarity search in high dimensions via hashing", VLDB 1999.
+Q. Lv, W. Josephson, Z. Wang, M. Charikar and K. Li, "Multi-probe LSH: efficient indexing for high-dimensional
+similarity search", VLDB 2007.
+M. Norouzi, A. Punjani and D. J. Fleet, "Fast search in Hamming space with multi-index hashing", CVPR 2012.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from numba import get_num_threads, njit, prange, types
+from numba.extending import intrinsic
+from numpy.typing import ArrayLike, NDArray
+
+from hashdup import bits
+from hashdup.errors import IndexFileError
+from hashdup.io.atomic import atomic_open
+from hashdup.io.codefile import CodeFile
+
+MAGIC = b"HDUPBUCK"
+VERSION = 1
+HEADER_SIZE = 72
+_FIELDS = struct.Struct("<8sHHIIIII Q 16s")  # everything before the checksum: 56 bytes
+_CHECKSUM_SIZE = 16
+
+#: Largest key: a table's offsets array has ``2^key_bits + 1`` uint32 entries (256 MiB per table at 26 bits).
+MAX_KEY_BITS = 26
+#: Row ids are stored as uint32.
+MAX_ROWS = 2**32 - 1
+#: Most probes per table a query may ask for (``Σ_{i≤p} C(m, i)``); p = 2 at m = 26 is 352.
+MAX_PROBES_PER_TABLE = 1 << 16
+#: Defaults: tables are added until a code this far (as a fraction of n_bits) from the query is found with this
+#: probability at ``probes=1``; see :func:`default_n_tables`.
+DEFAULT_RECALL_DISTANCE = 6 / 64
+DEFAULT_RECALL = 0.99
+MAX_DEFAULT_TABLES = 32
+#: Smaller batches of queries run on one thread: starting the thread pool costs more than a few queries take.
+PARALLEL_MIN_QUERIES = 16
+
+
+# ----------------------------------------------------------------------------------------------------- parameters
+
+
+def default_key_bits(n: int, n_bits: int) -> int:
+    """Default key length: ``round(log2 n)``, so that uniform codes average about one per bucket.
+
+    Clipped to ``1 .. min(n_bits, MAX_KEY_BITS)``.
+    """
+    m = round(math.log2(n)) if n > 1 else 1
+    return int(min(max(m, 1), n_bits, MAX_KEY_BITS))
+
+
+def _miss_disjoint(n_bits: int, key_bits: int, n_keys: int, distance: int, probes: int) -> float:
+    """Probability that none of ``n_keys`` disjoint random ``key_bits``-bit keys holds at most ``probes`` of
+    ``distance`` random differing bits (multivariate hypergeometric, exact in integers)."""
+    rest = n_bits - n_keys * key_bits
+    # coefficient c of ``ways``: ways to place c differing bits so that every key so far holds more than ``probes``
+    ways = [math.comb(rest, c) for c in range(distance + 1)]
+    one_key = [math.comb(key_bits, c) if c > probes else 0 for c in range(distance + 1)]
+    for _ in range(n_keys):
+        ways = [sum(ways[a] * one_key[c - a] for a in range(c + 1)) for c in range(distance + 1)]
+    return ways[distance] / math.comb(n_bits, distance)
+
+
+def recall_estimate(distance: int, n_bits: int, key_bits: int, n_tables: int, probes: int) -> float:
+    """Probability that ``n_tables`` tables keyed as by :func:`draw_positions` find a code ``distance`` bits away.
+
+    The ``g = n_bits // key_bits`` tables cut from one permutation are disjoint (their misses computed exactly by
+    :func:`_miss_disjoint`); permutations are independent. Tables that straddle two permutations are treated as if
+    they did not, which the measurements in bench/buckets.py show to be accurate to about ±0.01.
+    """
+    g = max(n_bits // key_bits, 1)
+    miss = _miss_disjoint(n_bits, key_bits, g, distance, probes) ** (n_tables // g)
+    miss *= _miss_disjoint(n_bits, key_bits, n_tables % g, distance, probes)
+    return 1.0 - miss
+
+
+def default_n_tables(n_bits: int, key_bits: int) -> int:
+    """Default number of tables: the fewest for which :func:`recall_estimate` of a code
+    ``round(DEFAULT_RECALL_DISTANCE · n_bits)`` bits away (6 at 64 bits) at ``probes=1`` is at least
+    ``DEFAULT_RECALL``; at most ``MAX_DEFAULT_TABLES``, and 1 when the key is the whole code (every table would be
+    the same).
+
+    At 64 bits: 5 tables for 100 000 codes (m = 17), 6 for 1 M (m = 20), 12 for 10 M (m = 23).
+    """
+    if key_bits >= n_bits:
+        return 1
+    d = round(DEFAULT_RECALL_DISTANCE * n_bits)
+    for L in range(1, MAX_DEFAULT_TABLES + 1):
+        if recall_estimate(d, n_bits, key_bits, L, 1) >= DEFAULT_RECALL:
+            return L
+    return MAX_DEFAULT_TABLES
+
+
+def draw_positions(n_bits: int, n_tables: int, key_bits: int, rng: np.random.Generator) -> NDArray[np.uint16]:
+    """Key bit positions, shape (n_tables, key_bits), each row ascending and without repeats.
+
+    Bits are taken in turn from a random permutation of ``0 .. n_bits-1``, a fresh permutation being drawn when one
+    runs out; a bit that is already in the key being filled is skipped. So every bit is used about equally often and
+    the ``n_bits // key_bits`` tables cut from one permutation are disjoint.
+    """
+    out = np.zeros((n_tables, key_bits), dtype=np.uint16)
+    perm, at = rng.permutation(n_bits), 0
+    for t in range(n_tables):
+        key: list[int] = []
+        while len(key) < key_bits:
+            if at == n_bits:
+                perm, at = rng.permutation(n_bits), 0
+            b = int(perm[at])
+            at += 1
+            if b not in key:
+                key.append(b)
+        out[t] = sorted(key)
+    return out
+
+
+def probe_masks(key_bits: int, probes: int) -> NDArray[np.uint64]:
+    """Every ``key_bits``-bit mask with at most ``probes`` bits set, by number of bits then value."""
+    if isinstance(probes, bool) or int(probes) != probes or probes < 0:
+        raise ValueError(f"probes must be an integer ≥ 0, got {probes!r}")
+    probes = min(int(probes), key_bits)
+    count = sum(math.comb(key_bits, i) for i in range(probes + 1))
+    if count > MAX_PROBES_PER_TABLE:
+        raise ValueError(f"probes={probes} at key_bits={key_bits} needs {count} lookups per table, more than "
+                         f"{MAX_PROBES_PER_TABLE}")
+    masks = [0]
+    level = [0]
+    for _ in range(probes):
+        # masks with one more bit: add a bit above the highest set bit, so each mask is made once
+        nxt = []
+        for mask in level:
+            top = mask.bit_length()
+            nxt.extend(mask | (1 << b) for b in range(top, key_bits))
+        masks.extend(sorted(nxt))
+        level = nxt
+    return np.array(masks, dtype=np.uint64)
+
+
+# ----------------------------------------------------------------------------------------------------- kernels
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _key(words, row, positions, t):
+    key = np.uint64(0)
+    for j in range(positions.shape[1]):
+        b = np.int64(positions[t, j])
+        bit = (words[row, b >> 6] >> np.uint64(b & 63)) & np.uint64(1)
+        key |= bit << np.uint64(j)
+    return key
+
+
+@njit(cache=True, parallel=True)
+def _build_tables(words, positions, offsets, ids):
+    """Fill offsets (L, 2^m + 1) and ids (L, n) by a counting sort of each table's keys (stable: ids ascend)."""
+    n = words.shape[0]
+    n_tables = positions.shape[0]
+    for t in prange(n_tables):
+        keys = np.empty(n, dtype=np.uint32)  # key_bits ≤ MAX_KEY_BITS < 32
+        counts = np.zeros(offsets.shape[1], dtype=np.int64)
+        for i in range(n):
+            k = _key(words, i, positions, t)
+            keys[i] = k
+            counts[k + np.uint64(1)] += 1
+        total = 0
+        for b in range(offsets.shape[1]):
+            total += counts[b]
+            offsets[t, b] = total
+            counts[b] = total
+        for i in range(n):
+            k = keys[i]
+            ids[t, counts[k]] = i
+            counts[k] += 1
+
+
+@njit(cache=True)
+def _knn_rows(positions, offsets, ids, masks, dbw, qw, k, q0, q1, D, I):
+    """Queries q0..q1-1: probe, de-duplicate (a bitset over rows, cleared after each query), re-rank, keep k."""
+    n = dbw.shape[0]
+    n_words = qw.shape[1]
+    n_tables = positions.shape[0]
+    seen = np.zeros((n + 63) // 64, dtype=np.uint64)
+    touched = np.empty(1024, dtype=np.int64)
+    best = np.empty(k, dtype=np.int64)  # (distance << 32) | id, ascending
+    for q in range(q0, q1):
+        n_best = 0
+        n_touched = 0
+        for t in range(n_tables):
+            key = _key(qw, q, positions, t)
+            for mi in range(masks.shape[0]):
+                b = key ^ masks[mi]
+                for j in range(offsets[t, b], offsets[t, b + np.uint64(1)]):
+                    i = np.int64(ids[t, j])
+                    w = i >> 6
+                    bit = np.uint64(1) << np.uint64(i & 63)
+                    if seen[w] & bit:
+                        continue
+                    seen[w] |= bit
+                    if n_touched == touched.shape[0]:
+                        grown = np.empty(2 * n_touched, dtype=np.int64)
+                        grown[:n_touched] = touched
+                        touched = grown
+                    touched[n_touched] = i
+                    n_touched += 1
+                    d = 0
+                    for x in range(n_words):
+                        d += _popcount(qw[q, x] ^ dbw[i, x])
+                    item = (np.int64(d) << 32) | i
+                    if n_best == k:
+                        if item >= best[k - 1]:
+                            continue
+                        pos = k - 1
+                    else:
+                        pos = n_best
+                        n_best += 1
+                    while pos > 0 and best[pos - 1] > item:
+                        best[pos] = best[pos - 1]
+                        pos -= 1
+                    best[pos] = item
+        for r in range(n_best):
+            D[q, r] = np.int32(best[r] >> 32)
+            I[q, r] = best[r] & 0xFFFFFFFF
+        for r in range(n_touched):
+            seen[touched[r] >> 6] = np.uint64(0)
+
+
+@njit(cache=True, parallel=True)
+def _knn_kernel(positions, offsets, ids, masks, dbw, qw, k, n_chunks, D, I):
+    nq = qw.shape[0]
+    for c in prange(n_chunks):
+        _knn_rows(positions, offsets, ids, masks, dbw, qw, k, c * nq // n_chunks, (c + 1) * nq // n_chunks, D, I)
+
+
+@njit(cache=True)
+def _candidates_kernel(positions, offsets, ids, masks, qw, n, lims):
+    """Unique candidate ids of each query, ascending, in CSR form (``lims`` filled, ids returned)."""
+    nq = qw.shape[0]
+    seen = np.zeros((n + 63) // 64, dtype=np.uint64)
+    out = np.empty(1024, dtype=np.int64)
+    n_out = 0
+    for q in range(nq):
+        start = n_out
+        for t in range(positions.shape[0]):
+            key = _key(qw, q, positions, t)
+            for mi in range(masks.shape[0]):
+                b = key ^ masks[mi]
+                for j in range(offsets[t, b], offsets[t, b + np.uint64(1)]):
+                    i = np.int64(ids[t, j])
+                    bit = np.uint64(1) << np.uint64(i & 63)
+                    if seen[i >> 6] & bit:
+                        continue
+                    seen[i >> 6] |= bit
+                    if n_out == out.shape[0]:
+                        grown = np.empty(2 * n_out, dtype=np.int64)
+                        grown[:n_out] = out
+                        out = grown
+                    out[n_out] = i
+                    n_out += 1
+        for r in range(start, n_out):
+            seen[out[r] >> 6] = np.uint64(0)
+        out[start:n_out] = np.sort(out[start:n_out])
+        lims[q + 1] = n_out
+    return out[:n_out].copy()
+
+
+# ----------------------------------------------------------------------------------------------------- the tables
+
+
+def _rng(random_state: int | np.random.Generator | None) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or (isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)):
+        return np.random.default_rng(random_state)
+    raise TypeError(f"random_state must be an int, a numpy Generator or None, got {random_state!r}")
+
+
+def _ro(a: NDArray) -> NDArray:
+    """A read-only plain-ndarray view, so that every kernel call has one numba signature (memory maps, read-only
+    or not, in-memory arrays all look alike) and compiles once."""
+    v = np.asarray(a).view()
+    v.flags.writeable = False
+    return v
+
+
+def _pad8(size: int) -> int:
+    return -(-size // 8) * 8
+
+
+def _layout(n_tables: int, key_bits: int, n_rows: int) -> tuple[int, int, int, int]:
+    """Byte offsets of positions, offsets and ids, and the file size."""
+    pos_at = HEADER_SIZE
+    off_at = pos_at + _pad8(n_tables * key_bits * 2)
+    ids_at = off_at + _pad8(n_tables * ((1 << key_bits) + 1) * 4)
+    end = ids_at + _pad8(n_tables * n_rows * 4)
+    return pos_at, off_at, ids_at, end
+
+
+def _checksum(prefix: bytes, body_digest: bytes) -> bytes:
+    return hashlib.blake2b(prefix + body_digest, digest_size=_CHECKSUM_SIZE).digest()
+
+
+def _int_param(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return int(value)
+
+
+class BucketTables:
+    """``L`` LSH hash tables over packed binary codes, each keyed by ``m`` of the code's bits.
+
+    Build with :meth:`build`, search with :meth:`query`, save with :meth:`write` and reopen (memory-mapped) with
+    :meth:`open`. The tables hold row ids only; :meth:`query` re-ranks candidates against the codes it is given.
+
+    Each table is a CSR array over the whole key space: the rows whose key is ``b`` are
+    ``ids[t, offsets[t, b] : offsets[t, b + 1]]``, in ascending id order; the key of a code is
+    ``Σ_j bit(code, positions[t, j]) << j``. (A dense offsets array of ``2^m + 1`` entries costs
+    no more memory than sorted unique keys plus their offsets when ``2^m ≈ n`` (the default), and turns each probe
+    into one read instead of a binary search: 14 ns against 190 ns per probe, measured at 1 M codes, m = 20.)
+
+    Parameter trade-offs: a longer key (``m``) makes buckets smaller (about ``n / 2^m`` codes each on uniform codes)
+    but a near neighbour is less likely to agree on all key bits; more tables (``L``) raise recall linearly in memory
+    and lookup time; more probes (``p``) raise recall per table at ``Σ_{i≤p} C(m, i)`` lookups per table. The
+    defaults (:func:`default_key_bits`, :func:`default_n_tables`, ``probes=1``) aim at near duplicates: codes within
+    about 10 % of the bits of the query.
+
+    File layout (all integers little-endian; every array starts at a multiple of 8 bytes)::
+
+        offset  size  field
+             0     8  magic         b"HDUPBUCK"
+             8     2  version       uint16, currently 1
+            10     2  header_size   uint16, 72; the positions array starts here
+            12     4  n_bits        uint32, meaningful bits per code (8..1024)
+            16     4  row_stride    uint32, bytes per code row = ceil(n_bits / 64) * 8
+            20     4  n_tables      uint32, L ≥ 1
+            24     4  key_bits      uint32, m, 1..min(n_bits, 26)
+            28     4  flags         uint32, 0 (reserved)
+            32     8  n_rows        uint64, codes indexed, < 2^32
+            40    16  fingerprint   caller's tag of the indexed codes (e.g. the code file's), zeros if unset
+            56    16  checksum      blake2b-128 of (bytes 0..55 || blake2b-128 of bytes 72..end)
+            72     …  positions     uint16 (L, m), key bit positions, each row ascending; zero-padded to 8 bytes
+             …     …  offsets       uint32 (L, 2^m + 1), CSR offsets of each table; zero-padded to 8 bytes
+             …     …  ids           uint32 (L, n_rows), row ids in key order; zero-padded to 8 bytes
+
+    Attributes
+    ----------
+    n_bits, row_stride, n_rows, n_tables, key_bits : int
+    positions : ndarray of uint16, shape (n_tables, key_bits)
+    offsets : ndarray of uint32, shape (n_tables, 2**key_bits + 1)
+    ids : ndarray of uint32, shape (n_tables, n_rows)
+    fingerprint : bytes
+        16 bytes.
+    path : pathlib.Path or None
+        The file the arrays are mapped from, None when built in memory.
+
+    References
+    ----------
+    A. Gionis, P. Indyk and R. Motwani, "Similarity search in high dimensions via hashing", VLDB 1999.
+    Q. Lv, W. Josephson, Z. Wang, M. Charikar and K. Li, "Multi-probe LSH: efficient indexing for high-dimensional
+    similarity search", VLDB 2007.
+    """
+
+    def __init__(self, n_bits: int, n_rows: int, positions: NDArray[np.uint16], offsets: NDArray[np.uint32],
+                 ids: NDArray[np.uint32], fingerprint: bytes = bytes(16), path: Path | None = None) -> None:
+        self.n_bits = n_bits
+        self.row_stride = bits.row_bytes(n_bits)
+        self.n_rows = n_rows
+        self.n_tables, self.key_bits = positions.shape
+        self.positions = positions
+        self.offsets = offsets
+        self.ids = ids
+        self.fingerprint = fingerprint
+        self.path = path
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __repr__(self) -> str:
+        where = f", path={str(self.path)!r}" if self.path is not None else ""
+        return (f"BucketTables(n_rows={self.n_rows}, n_bits={self.n_bits}, n_tables={self.n_tables}, "
+                f"key_bits={self.key_bits}{where})")
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the tables' arrays (what a query touches besides the codes)."""
+        return self.positions.nbytes + self.offsets.nbytes + self.ids.nbytes
+
+    # ------------------------------------------------------------------------------------------------- build
+
+    @classmethod
+    def build(cls, codes: ArrayLike | CodeFile, n_bits: int | None = None, *, n_tables: int | None = None,
+              key_bits: int | None = None, random_state: int | np.random.Generator | None = 0,
+              fingerprint: bytes | None = None) -> BucketTables:
+        """Hash every code into ``n_tables`` tables.
+
+        Parameters
+        ----------
+        codes : ndarray of uint8, shape (n, row_bytes(n_bits)), or CodeFile
+            Packed codes in the :mod:`hashdup.bits` layout; row ``i`` gets id ``i``. Read ``n_tables`` times.
+        n_bits : int, optional
+            Meaningful bits per code; taken from the code file when ``codes`` is one.
+        n_tables : int, optional
+            ``L``, 1..1024. Default :func:`default_n_tables` (6 at 64 bits and 1 M codes).
+        key_bits : int, optional
+            ``m``, 1..min(n_bits, 26). Default :func:`default_key_bits`, ``round(log2 n)``.
+        random_state : int, numpy Generator or None, default 0
+            Seed of the key bit positions; the same seed gives the same tables and a byte-identical file.
+        fingerprint : bytes, optional
+            16-byte tag stored in the file; default the code file's fingerprint, or zeros for an array.
+
+        Returns
+        -------
+        BucketTables
+        """
+        if isinstance(codes, CodeFile):
+            n_bits = codes.n_bits if n_bits is None else n_bits
+            fingerprint = codes.fingerprint if fingerprint is None else fingerprint
+            codes = codes.codes
+        if n_bits is None:
+            raise TypeError("n_bits is required when codes is an array")
+        n_bits = bits.check_n_bits(n_bits)
+        codes = bits.as_codes(codes)
+        if codes.shape[1] != bits.row_bytes(n_bits):
+            raise ValueError(f"codes have {codes.shape[1]} bytes per row, {n_bits} bits need "
+                             f"{bits.row_bytes(n_bits)}")
+        n = codes.shape[0]
+        if n > MAX_ROWS:
+            raise ValueError(f"at most {MAX_ROWS} codes can be indexed, got {n}")
+        fingerprint = bytes(16) if fingerprint is None else bytes(fingerprint)
+        if len(fingerprint) != 16:
+            raise ValueError(f"fingerprint must be 16 bytes, got {len(fingerprint)}")
+        m = default_key_bits(n, n_bits) if key_bits is None else _int_param(
+            "key_bits", key_bits, 1, min(n_bits, MAX_KEY_BITS))
+        L = default_n_tables(n_bits, m) if n_tables is None else _int_param("n_tables", n_tables, 1, 1024)
+        positions = draw_positions(n_bits, L, m, _rng(random_state))
+        offsets = np.zeros((L, (1 << m) + 1), dtype=np.uint32)
+        ids = np.zeros((L, n), dtype=np.uint32)
+        if n:
+            _build_tables(_ro(bits.as_words(codes)), positions, offsets, ids)
+        return cls(n_bits, n, positions, offsets, ids, fingerprint)
+
+    # ------------------------------------------------------------------------------------------------- search
+
+    def _check(self, codes_db: ArrayLike | CodeFile, Q: ArrayLike) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
+        if isinstance(codes_db, CodeFile):
+            codes_db = codes_db.codes
+        db = bits.as_codes(codes_db)
+        if db.shape != (self.n_rows, self.row_stride):
+            raise ValueError(f"codes_db has shape {db.shape}, the tables index {self.n_rows} codes of "
+                             f"{self.row_stride} bytes")
+        return _ro(bits.as_words(db)), self._queries(Q)
+
+    def _queries(self, Q: ArrayLike) -> NDArray[np.uint64]:
+        Q = bits.as_codes(Q)
+        if Q.shape[1] != self.row_stride:
+            raise ValueError(f"queries have {Q.shape[1]} bytes per row, the tables index {self.row_stride}")
+        return _ro(bits.as_words(Q))
+
+    def query(self, codes_db: ArrayLike | CodeFile, Q: ArrayLike, k: int, *, probes: int = 1
+              ) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        """Approximate ``k`` nearest codes of each query: bucket candidates re-ranked by exact distance.
+
+        Parameters
+        ----------
+        codes_db : ndarray of uint8, shape (n_rows, row_stride), or CodeFile
+            The codes the tables were built from (e.g. the code file's memory map); used for re-ranking.
+        Q : ndarray of uint8, shape (nq, row_stride)
+            Packed query codes.
+        k : int
+            Neighbours per query, ≥ 1.
+        probes : int, default 1
+            ``p``: also look up every key within ``p`` flipped key bits (0 = the query's own bucket only).
+
+        Returns
+        -------
+        D : ndarray of int32, shape (nq, k)
+            Exact Hamming distances of the best candidates, ascending; -1 where fewer than ``k`` were found.
+        I : ndarray of int64, shape (nq, k)
+            Their row ids, ties by ascending id; -1 padding.
+        """
+        k = _int_param("k", k, 1, 2**31 - 1)
+        dbw, qw = self._check(codes_db, Q)
+        masks = probe_masks(self.key_bits, probes)
+        nq = qw.shape[0]
+        D = np.full((nq, k), -1, dtype=np.int32)
+        I = np.full((nq, k), -1, dtype=np.int64)
+        if nq and self.n_rows:
+            args = (_ro(self.positions), _ro(self.offsets), _ro(self.ids), masks, dbw, qw, min(k, self.n_rows))
+            threads = get_num_threads()
+            if threads == 1 or nq < PARALLEL_MIN_QUERIES:
+                _knn_rows(*args, 0, nq, D, I)
+            else:
+                _knn_kernel(*args, min(nq, 4 * threads), D, I)
+        return D, I
+
+    def candidates(self, Q: ArrayLike, *, probes: int = 1) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The distinct rows that :meth:`query` re-ranks for each query.
+
+        Returns
+        -------
+        lims : ndarray of int64, shape (nq + 1,)
+        I : ndarray of int64, shape (lims[-1],)
+            Query ``q``'s candidates are ``I[lims[q]:lims[q+1]]``, ascending.
+        """
+        qw = self._queries(Q)
+        masks = probe_masks(self.key_bits, probes)
+        lims = np.zeros(qw.shape[0] + 1, dtype=np.int64)
+        if not self.n_rows or not qw.shape[0]:
+            return lims, np.zeros(0, dtype=np.int64)
+        I = _candidates_kernel(_ro(self.positions), _ro(self.offsets), _ro(self.ids), masks, qw, self.n_rows, lims)
+        return lims, I
+
+    # ------------------------------------------------------------------------------------------------- files
+
+    def _prefix(self) -> bytes:
+        return _FIELDS.pack(MAGIC, VERSION, HEADER_SIZE, self.n_bits, self.row_stride, self.n_tables,
+                            self.key_bits, 0, self.n_rows, self.fingerprint)
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write the tables to ``path`` atomically, in the layout of the class docstring."""
+        body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
+        with atomic_open(path) as f:
+            f.write(b"\0" * HEADER_SIZE)
+            for arr in (self.positions.astype("<u2", copy=False), self.offsets.astype("<u4", copy=False),
+                        self.ids.astype("<u4", copy=False)):
+                for block in _row_blocks(arr):
+                    f.write(block)
+                    body.update(block)
+                pad = b"\0" * (_pad8(arr.nbytes) - arr.nbytes)
+                f.write(pad)
+                body.update(pad)
+            prefix = self._prefix()
+            f.seek(0)
+            f.write(prefix + _checksum(prefix, body.digest()))
+            f.flush()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, verify: bool = True) -> BucketTables:
+        """Open and validate a bucket-table file; the arrays are read-only memory maps.
+
+        Parameters
+        ----------
+        path : path-like
+        verify : bool, default True
+            Check the checksum and that the offsets and ids are consistent (reads the whole file once). Without
+            it, a corrupt file can make :meth:`query` read out of bounds.
+
+        Raises
+        ------
+        IndexFileError
+            When the file is missing, too short, has a wrong magic, version, size, checksum or content.
+        """
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                header = f.read(HEADER_SIZE)
+                file_size = os.fstat(f.fileno()).st_size
+        except OSError as e:
+            raise IndexFileError(str(path), f"cannot read bucket-table file: {e.strerror or e}") from e
+        if len(header) < HEADER_SIZE:
+            raise IndexFileError(str(path), f"bucket-table file is {len(header)} bytes, shorter than its "
+                                            f"{HEADER_SIZE}-byte header")
+        magic, version, header_size, n_bits, stride, L, m, flags, n, fingerprint = _FIELDS.unpack_from(header)
+        stored_checksum = header[_FIELDS.size : _FIELDS.size + _CHECKSUM_SIZE]
+        if magic != MAGIC:
+            raise IndexFileError(str(path), f"not a hashdup bucket-table file (magic {magic!r}, expected {MAGIC!r})")
+        if version != VERSION:
+            raise IndexFileError(str(path), f"bucket-table format version {version}, this hashdup reads version "
+                                            f"{VERSION}")
+        if header_size != HEADER_SIZE:
+            raise IndexFileError(str(path), f"header size {header_size}, expected {HEADER_SIZE}")
+        if not bits.MIN_BITS <= n_bits <= bits.MAX_BITS:
+            raise IndexFileError(str(path), f"n_bits {n_bits} outside {bits.MIN_BITS}..{bits.MAX_BITS}")
+        if stride != bits.row_bytes(n_bits):
+            raise IndexFileError(str(path), f"row stride {stride} does not match n_bits {n_bits} "
+                                            f"(expected {bits.row_bytes(n_bits)})")
+        if not 1 <= m <= min(n_bits, MAX_KEY_BITS):
+            raise IndexFileError(str(path), f"key_bits {m} outside 1..{min(n_bits, MAX_KEY_BITS)}")
+        if not 1 <= L <= 1024:
+            raise IndexFileError(str(path), f"n_tables {L} outside 1..1024")
+        if n > MAX_ROWS:
+            raise IndexFileError(str(path), f"n_rows {n} exceeds {MAX_ROWS}")
+        if flags != 0:
+            raise IndexFileError(str(path), f"unknown flags {flags:#x}")
+        pos_at, off_at, ids_at, end = _layout(L, m, n)
+        if file_size != end:
+            raise IndexFileError(str(path), f"file is {file_size} bytes, header says {L} tables of {m}-bit keys "
+                                            f"over {n} rows ({end} bytes)")
+        positions = np.memmap(path, dtype="<u2", mode="r", offset=pos_at, shape=(L, m))
+        offsets = np.memmap(path, dtype="<u4", mode="r", offset=off_at, shape=(L, (1 << m) + 1))
+        if n:
+            ids = np.memmap(path, dtype="<u4", mode="r", offset=ids_at, shape=(L, n))
+        else:
+            ids = np.zeros((L, 0), dtype="<u4")
+            ids.flags.writeable = False
+        if verify:
+            body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
+            with open(path, "rb") as f:
+                f.seek(HEADER_SIZE)
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    body.update(chunk)
+            if _checksum(header[: _FIELDS.size], body.digest()) != stored_checksum:
+                raise IndexFileError(str(path), "checksum mismatch: the bucket-table file is corrupt")
+            problem = _inconsistency(positions, offsets, ids, n_bits, n)
+            if problem:
+                raise IndexFileError(str(path), problem)
+        return cls(int(n_bits), int(n), positions, offsets, ids, bytes(fingerprint), path)
+
+
+def _row_blocks(arr: NDArray, size: int = 1 << 22) -> Iterator[bytes]:
+    """The bytes of a C-contiguous array in chunks of ``size`` elements (bounded temporary memory)."""
+    flat = arr.reshape(-1)
+    for start in range(0, flat.shape[0], size):
+        yield flat[start : start + size].tobytes()
+
+
+def _inconsistency(positions: NDArray, offsets: NDArray, ids: NDArray, n_bits: int, n: int) -> str | None:
+    """What is wrong with arrays whose checksum matched (a file written by something else), or None."""
+    if positions.size and int(positions.max()) >= n_bits:
+        return f"a key bit position is {int(positions.max())}, beyond n_bits {n_bits}"
+    if positions.shape[1] > 1 and (np.diff(positions.astype(np.int64), axis=1) <= 0).any():
+        return "key bit positions are not strictly ascending"
+    if (offsets[:, 0] != 0).any() or (offsets[:, -1] != n).any():
+        return f"table offsets do not run from 0 to n_rows {n}"
+    for t in range(offsets.shape[0]):
+        if (np.diff(offsets[t].astype(np.int64)) < 0).any():
+            return f"offsets of table {t} decrease"
+        if n and int(ids[t].max()) >= n:
+            return f"table {t} holds row id {int(ids[t].max())}, beyond n_rows {n}"
+    return None
