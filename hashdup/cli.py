@@ -167,10 +167,15 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
               help="Number of results per query [default: 12; all matches with --radius].")
 @click.option("--radius", type=click.IntRange(min=0), default=None,
               help="Return every image within this Hamming distance (inclusive).")
+@click.option("--approx", is_flag=True, help="Search the LSH bucket tables instead of every code: faster on large "
+              "indexes, may miss far neighbours.")
+@click.option("--probes", type=click.IntRange(0, 3), default=1, show_default=True,
+              help="With --approx: also probe buckets whose keys differ in up to this many bits.")
 @format_options
 @index_option
 @quiet_option
-def query(images: tuple[str, ...], k: int | None, radius: int | None, fmt: str, index_dir: str, quiet: bool) -> None:
+def query(images: tuple[str, ...], k: int | None, radius: int | None, approx: bool, probes: int, fmt: str,
+          index_dir: str, quiet: bool) -> None:
     """Find the indexed images most similar to each of IMAGES.
 
     The query images need not be in the index; an indexed query is left out of its own results. Rows are ordered
@@ -180,6 +185,7 @@ def query(images: tuple[str, ...], k: int | None, radius: int | None, fmt: str, 
     Example:
         hashdup query holiday.jpg -k 5
         hashdup query holiday.jpg --radius 6 --jsonl | jq -r .path
+        hashdup query holiday.jpg -k 5 --approx
     """
     from hashdup import pipeline
 
@@ -187,7 +193,7 @@ def query(images: tuple[str, ...], k: int | None, radius: int | None, fmt: str, 
         k = 12
     idx = _open(index_dir)
     try:
-        rows, failed = pipeline.query(idx, list(images), k=k, radius=radius,
+        rows, failed = pipeline.query(idx, list(images), k=k, radius=radius, approx=approx, probes=probes,
                                       on_problem=lambda p, r: click.echo(f"hashdup: cannot read {p}: {r}", err=True))
     finally:
         idx.close()

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from hashdup.descriptors import Descriptor, DescriptorName, make_descriptor
 from hashdup.encoders import BaseEncoder, EncoderName, load_encoder, make_encoder
 from hashdup.errors import HashdupError, ImageError, IndexFileError
 from hashdup.index import HammingIndex, connected_groups
+from hashdup.index.buckets import BucketTables
 from hashdup.io import images
 from hashdup.io.catalogue import FileRecord, write_catalogue
 from hashdup.io.codefile import CodeFile
@@ -233,6 +235,7 @@ def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descr
     codes = enc.encode(X)
     gen = new_generation(index_dir)
     CodeFile.write(gen.path("codes"), codes, n_bits, enc.fingerprint())
+    BucketTables.build(codes, n_bits, random_state=seed, fingerprint=enc.fingerprint()).write(gen.path("buckets"))
     write_catalogue(gen.path("catalogue"), found.roots, records)
     write_descriptors(gen.path("descriptors"), X.astype(STORED_DTYPE))
     enc.save(gen.path("encoder"))
@@ -276,6 +279,15 @@ class Index:
     def __len__(self) -> int:
         return len(self.search)
 
+    @cached_property
+    def buckets(self) -> BucketTables:
+        """The LSH bucket tables of approximate queries, opened (and checked) on first use."""
+        path = self.stored.path("buckets")
+        tables = BucketTables.open(path)
+        if tables.n_rows != len(self) or tables.fingerprint != self.stored.codes.fingerprint:
+            raise IndexFileError(str(path), "bucket tables do not match the code file")
+        return tables
+
     def paths(self, ids: Iterable[int]) -> list[str]:
         cat = self.stored.catalogue
         return [display_path(cat.abspath(r)) for r in cat.records(ids)]
@@ -299,12 +311,14 @@ def labelled_descriptors(index: Index, *, labels: str | None = None, from_dirs: 
 
 
 def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radius: int | None = None,
-          on_problem: OnProblem = _ignore) -> tuple[list[dict[str, Any]], int]:
+          approx: bool = False, probes: int = 1, on_problem: OnProblem = _ignore) -> tuple[list[dict[str, Any]], int]:
     """Find indexed images similar to each query image.
 
     The query images need not be indexed; a query that is itself an indexed file is left out of its own results.
     With ``radius``, every image within that Hamming distance (inclusive) is returned, the ``k`` nearest of them
-    when ``k`` is also given; without it, the ``k`` nearest.
+    when ``k`` is also given; without it, the ``k`` nearest. With ``approx``, only the images that share an LSH
+    bucket with the query (``probes`` flipped key bits allowed) are candidates, re-ranked by exact distance: much
+    faster on large indexes, and it may miss far neighbours (see bench/RESULTS.md for the recall).
 
     Returns
     -------
@@ -328,7 +342,12 @@ def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radiu
         rec = index.stored.catalogue.find(q)
         good.append((q, rec.id if rec is not None else None))
     codes = index.encoder.encode(describe_images(index.descriptor, pixels))
-    if radius is not None:
+    if approx:
+        want = len(index) if k is None else k + 1  # one more, in case the query itself is indexed
+        Dk, Ik = index.buckets.query(index.stored.codes.codes, codes, min(want, max(len(index), 1)), probes=probes)
+        keep = (Ik >= 0) & (Dk <= radius) if radius is not None else Ik >= 0
+        hits = [(Dk[n][keep[n]], Ik[n][keep[n]]) for n in range(len(good))]
+    elif radius is not None:
         lims, D, I = index.search.radius(codes, radius)
         hits = [(D[lims[n] : lims[n + 1]], I[lims[n] : lims[n + 1]]) for n in range(len(good))]
     else:

@@ -127,8 +127,8 @@ def test_rebuild_replaces_generation_and_cleans_up(tmp_path):
     pipeline.build_index([imgs], tmp_path / "idx")
     pipeline.build_index([imgs], tmp_path / "idx", n_bits=128)
     names = sorted(os.listdir(tmp_path / "idx"))
-    assert names == ["catalogue-000002.sqlite", "codes-000002.hdc", "descriptors-000002.npy", "encoder-000002.npz",
-                     "index.json", "writer.lock"]
+    assert names == ["buckets-000002.hdb", "catalogue-000002.sqlite", "codes-000002.hdc", "descriptors-000002.npy",
+                     "encoder-000002.npz", "index.json", "writer.lock"]
     assert pipeline.Index(tmp_path / "idx").n_bits == 128
 
 
@@ -147,7 +147,7 @@ def test_a_run_killed_before_commit_leaves_the_old_index(tmp_path, monkeypatch):
     assert (tmp_path / "idx" / "index.json").read_bytes() == before
     assert pipeline.Index(tmp_path / "idx").n_bits == 64  # the old generation still opens and answers
     pipeline.build_index([imgs], tmp_path / "idx", n_bits=16)
-    assert len(os.listdir(tmp_path / "idx")) == 6  # orphans of the killed run are gone
+    assert len(os.listdir(tmp_path / "idx")) == 7  # orphans of the killed run are gone
 
 
 def test_failed_run_keeps_previous_index(tmp_path):
@@ -297,3 +297,27 @@ def test_learned_encoders_find_the_planted_groups(built_index, tmp_path, encoder
     groups = pipeline.dedup(pipeline.Index(tmp_path / "idx"))
     crop = ["copies/coffee_crop.jpg", "photos/coffee.jpg"]
     assert [rel(g["paths"], images) for g in groups] == [g for g in TRUE_GROUPS if g != crop]
+
+
+def test_approximate_queries_use_the_bucket_tables(built_index, tmp_path):
+    images, index_dir = built_index
+    idx = pipeline.Index(index_dir)
+    q = [str(images / "photos" / "chelsea.jpg"), str(images / "copies" / "astronaut_half.jpg")]
+    exact, _ = pipeline.query(idx, q, k=3)
+    approx, _ = pipeline.query(idx, q, k=3, approx=True, probes=3)
+    # the nearest (a planted copy at distance 0) is always found; every row is an exact distance
+    for query in q:
+        assert [r for r in approx if r["query"] == query][0] == [r for r in exact if r["query"] == query][0]
+    near, _ = pipeline.query(idx, q[:1], k=None, radius=3, approx=True)
+    assert [rel([r["path"]], images)[0] for r in near] == ["copies/chelsea_q30.jpg"]
+
+
+def test_corrupt_bucket_tables_are_refused_on_use(small_index):
+    p = _file(small_index, "buckets")
+    data = bytearray(p.read_bytes())
+    data[-3] ^= 0x10
+    p.write_bytes(bytes(data))
+    idx = pipeline.Index(small_index)  # exact search still works
+    assert len(pipeline.dedup(idx, 0)) == 0
+    with pytest.raises(IndexFileError, match="buckets"):
+        pipeline.query(idx, [str(p.parent.parent / "imgs" / "0.jpg")], k=1, approx=True)

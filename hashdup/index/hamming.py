@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hashdup import bits
-from hashdup.index import scan
+from hashdup.index import kernels, scan
 from hashdup.io.codefile import CodeFile
 
 
@@ -24,8 +24,9 @@ class HammingIndex:
     Notes
     -----
     Distances are ints in 0..n_bits. ``knn`` returns faiss's ``(D, I)``, ``radius`` faiss's ``(lims, D, I)``; ties
-    are ordered by id and a radius is inclusive (``d ≤ radius``). This implementation is a blocked exact scan
-    (:mod:`hashdup.index.scan`), streaming a memory-mapped file block by block.
+    are ordered by id and a radius is inclusive (``d ≤ radius``). kNN and radius queries run the compiled blocked
+    scan of :mod:`hashdup.index.kernels` (multi-threaded, streaming a memory-mapped file block by block); the numpy
+    scan of :mod:`hashdup.index.scan` is the reference they are tested against.
     """
 
     def __init__(self, codes: ArrayLike | CodeFile, n_bits: int | None = None) -> None:
@@ -59,7 +60,7 @@ class HammingIndex:
         I : ndarray of int64, shape (nq, k)
             Row ids, ties by ascending id; -1 padding.
         """
-        return scan.knn_scan(self.codes, self._queries(Q), int(k))
+        return kernels.knn(self.codes, self._queries(Q), int(k))
 
     def radius(self, Q: ArrayLike, radius: int) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
         """Every code within ``radius`` bits (inclusive) of each query.
@@ -72,7 +73,7 @@ class HammingIndex:
             Query ``q``'s matches are ``I[lims[q]:lims[q+1]]`` at distances ``D[lims[q]:lims[q+1]]``, by distance
             then id.
         """
-        return scan.radius_scan(self.codes, self._queries(Q), int(radius))
+        return kernels.radius(self.codes, self._queries(Q), int(radius))
 
     def self_join(self, radius: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int32]]:
         """All pairs of indexed codes within ``radius`` bits: arrays ``(i, j, d)`` with ``i < j``, sorted by (i, j)."""

@@ -10,6 +10,8 @@ Layout of an index folder (default ``./.hashdup/``)::
     catalogue-NNNNNN.sqlite    one row per file seen (:mod:`hashdup.io.catalogue`)
     descriptors-NNNNNN.npy     float16 descriptors, row i = catalogue id i, memory-mapped on demand
     encoder-NNNNNN.npz         the fitted encoder's arrays and JSON header (no pickle)
+    buckets-NNNNNN.hdb         LSH bucket tables for approximate queries (:mod:`hashdup.index.buckets`), opened on
+                               demand
 
 A run writes every file of a new generation under a new name (each atomically: temporary file, fsync, rename), then
 replaces ``index.json`` atomically, then deletes older generations. Whenever a run is killed, ``index.json``
@@ -44,8 +46,10 @@ MANIFEST = "index.json"
 LOCK = "writer.lock"
 FORMAT = "hashdup-index"
 VERSION = 1
-KINDS = {"codes": "hdc", "catalogue": "sqlite", "descriptors": "npy", "encoder": "npz"}
-_GEN_FILE = re.compile(r"^(codes|catalogue|descriptors|encoder)-(\d{6})\.(hdc|sqlite|npy|npz)$")
+KINDS = {"codes": "hdc", "catalogue": "sqlite", "descriptors": "npy", "encoder": "npz", "buckets": "hdb"}
+#: Files that carry their own checksum in their header (the manifest records only their size).
+SELF_CHECKED = ("codes", "buckets")
+_GEN_FILE = re.compile(r"^(codes|catalogue|descriptors|encoder|buckets)-(\d{6})\.(hdc|sqlite|npy|npz|hdb)$")
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ def commit(gen: Generation, fields: dict[str, Any]) -> dict[str, Any]:
         if not p.is_file():
             raise IndexFileError(str(p), "generation file was not written")
         entry: dict[str, Any] = {"name": p.name, "bytes": p.stat().st_size}
-        if kind != "codes":  # the code file carries its own checksum in its header
+        if kind not in SELF_CHECKED:
             entry["blake2b"] = file_digest(p)
         files[kind] = entry
     manifest = {"format": FORMAT, "version": VERSION, "generation": gen.number,
