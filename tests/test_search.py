@@ -152,3 +152,16 @@ def test_connected_groups():
     assert [g.tolist() for g in groups] == [[0, 1, 2], [3, 7], [5, 6]]
     assert connected_groups(3, [], []) == []
     assert connected_groups(0, [], []) == []
+
+
+def test_batches_of_radius_queries_take_the_multi_index_path_and_agree():
+    db, q = make(12_000, 100, 64, 11, dup_rate=0.01)
+    idx = HammingIndex(bits.pack(db), 64)
+    assert idx._use_multi_index(100, 3) and not idx._use_multi_index(5, 3)
+    got = idx.radius(bits.pack(q), 3)
+    ref = scan.radius_scan(bits.pack(db), bits.pack(q), 3)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(a, b)
+    i, j, d = idx.self_join(3)
+    ri, rj, rd = scan.self_join_scan(bits.pack(db), 3)
+    assert (i == ri).all() and (j == rj).all() and (d == rd).all() and len(i) > 50

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hashdup import bits
-from hashdup.index import kernels, scan
+from hashdup.index import kernels, mih, scan
 from hashdup.io.codefile import CodeFile
 
 
@@ -25,8 +27,9 @@ class HammingIndex:
     -----
     Distances are ints in 0..n_bits. ``knn`` returns faiss's ``(D, I)``, ``radius`` faiss's ``(lims, D, I)``; ties
     are ordered by id and a radius is inclusive (``d ≤ radius``). kNN and radius queries run the compiled blocked
-    scan of :mod:`hashdup.index.kernels` (multi-threaded, streaming a memory-mapped file block by block); the numpy
-    scan of :mod:`hashdup.index.scan` is the reference they are tested against.
+    scan of :mod:`hashdup.index.kernels` (multi-threaded, streaming a memory-mapped file block by block); batches of
+    radius queries that multi-index hashing answers with far fewer verifications, and every self-join, use
+    :mod:`hashdup.index.mih`. The numpy scan of :mod:`hashdup.index.scan` is the reference they are tested against.
     """
 
     def __init__(self, codes: ArrayLike | CodeFile, n_bits: int | None = None) -> None:
@@ -62,6 +65,21 @@ class HammingIndex:
         """
         return kernels.knn(self.codes, self._queries(Q), int(k))
 
+    @cached_property
+    def multi_index(self) -> mih.MultiIndex:
+        """Multi-index hashing tables over the codes (built on first use, then kept)."""
+        return mih.MultiIndex(self.codes, self.n_bits)
+
+    def _use_multi_index(self, nq: int, radius: int) -> bool:
+        """Multi-index hashing pays when many queries share its table build (m counting sorts of the n codes) and
+        each query verifies far fewer candidates than the n codes a scan reads."""
+        n = len(self)
+        if n < 10_000 or nq < 64 or self.n_bits < bits.MIN_BITS:
+            return False
+        m = self.multi_index.m
+        _, candidates = mih.expected_work(n, self.n_bits, radius, m)
+        return candidates < n / 50
+
     def radius(self, Q: ArrayLike, radius: int) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
         """Every code within ``radius`` bits (inclusive) of each query.
 
@@ -73,8 +91,19 @@ class HammingIndex:
             Query ``q``'s matches are ``I[lims[q]:lims[q+1]]`` at distances ``D[lims[q]:lims[q+1]]``, by distance
             then id.
         """
-        return kernels.radius(self.codes, self._queries(Q), int(radius))
+        Q = self._queries(Q)
+        if int(radius) >= 0 and self._use_multi_index(Q.shape[0], int(radius)):
+            return self.multi_index.radius(Q, int(radius))
+        return kernels.radius(self.codes, Q, int(radius))
 
     def self_join(self, radius: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int32]]:
-        """All pairs of indexed codes within ``radius`` bits: arrays ``(i, j, d)`` with ``i < j``, sorted by (i, j)."""
-        return scan.self_join_scan(self.codes, int(radius))
+        """All pairs of indexed codes within ``radius`` bits: arrays ``(i, j, d)`` with ``i < j``, sorted by (i, j).
+
+        Multi-index hashing without a quadratic pass (:func:`hashdup.index.mih.self_join`), which falls back to the
+        quadratic scan only where its cost model says that is faster (tiny sets, radii near the code length).
+        """
+        if int(radius) < 0:
+            raise ValueError(f"radius must be ≥ 0, got {radius}")
+        if self.n_bits < bits.MIN_BITS:  # codes this short: a scan is as fast as anything
+            return scan.self_join_scan(self.codes, int(radius))
+        return mih.self_join(self.codes, self.n_bits, int(radius))

@@ -32,6 +32,7 @@ as "Fast exact search in Hamming space with multi-index hashing", IEEE TPAMI 36(
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,12 +50,16 @@ _U1 = np.uint64(1)
 _ID_BITS = 40                      # packed result keys: distance << 40 | id
 _ID_MASK = (1 << _ID_BITS) - 1
 
-# Relative costs (one full-distance verification of a one-word code = 1) of the self-join cost model, measured on a
-# 2-core Xeon with bench/search_join.py: building a table (two passes over the codes and a scatter), probing one
-# key of a ball (a directory lookup, mostly a cache miss), and the all-pairs scan (sequential, no lookups).
-_COST_BUILD = 6.0
-_COST_PROBE = 12.0
-_COST_BRUTE = 0.25
+# Relative costs of the self-join cost model, in units of one candidate verified inside a run of equal keys (about
+# 2 ns for one-word codes on a 2-core Xeon; measured with bench/search_join.py and per-phase timings): sorting the
+# codes by one substring and gathering them (per code and substring), probing one key of a ball (a directory lookup
+# and the codes it points to: a few cache misses), and one pair of the quadratic scan.
+_COST_SORT = 20.0
+_COST_PROBE = 40.0
+_COST_BRUTE = 1.0
+# A self-join chunk gathers the codes of its positions and of the rest of its last run, up to this many positions
+# (or twice the chunk); a longer run (heavy duplicates) is read in place beyond that.
+_GATHER_MIN = 4096
 # A kNN query that has probed this many keys per code without finishing is answered by a scan instead: a probe
 # costs several verifications, so the incremental search is then already slower than a scan.
 _KNN_BUDGET = 0.5
@@ -76,7 +81,7 @@ def _popcount(typingctx, x):
     return types.int64(x), codegen
 
 
-@njit(inline="always")
+@njit
 def _extract(words, i, start, width):
     """Bits ``start .. start + width - 1`` (width ≤ 64) of row ``i`` as an integer, bit ``start`` lowest."""
     w = start >> 6
@@ -89,7 +94,7 @@ def _extract(words, i, start, width):
     return v
 
 
-@njit(inline="always")
+@njit
 def _extract_xor(a, i, b, j, start, width):
     """:func:`_extract` of ``a[i] ^ b[j]``: the bits where a substring of the two rows differs."""
     w = start >> 6
@@ -102,7 +107,7 @@ def _extract_xor(a, i, b, j, start, width):
     return v
 
 
-@njit(inline="always")
+@njit
 def _distance(a, i, b, j, limit):
     """Hamming distance of rows ``a[i]`` and ``b[j]``; gives up (returning a value > limit) once it exceeds limit."""
     # (a ``for`` loop with ``break`` here compiles to code an order of magnitude slower than this ``while``)
@@ -115,7 +120,7 @@ def _distance(a, i, b, j, limit):
     return d
 
 
-@njit(inline="always")
+@njit
 def _first_mask(weight):
     """The smallest integer with ``weight`` set bits."""
     if weight >= 64:
@@ -123,7 +128,7 @@ def _first_mask(weight):
     return (_U1 << np.uint64(weight)) - _U1
 
 
-@njit(inline="always")
+@njit
 def _last_mask(weight, width):
     """The largest ``width``-bit integer with ``weight`` set bits."""
     if weight == 0:
@@ -131,7 +136,7 @@ def _last_mask(weight, width):
     return _first_mask(weight) << np.uint64(width - weight)
 
 
-@njit(inline="always")
+@njit
 def _next_mask(x):
     """The next larger integer with as many set bits as ``x`` (Gosper's hack); ``x`` must not be the last one."""
     c = x & (~x + _U1)
@@ -140,31 +145,34 @@ def _next_mask(x):
 
 
 @njit(cache=True, nogil=True)
-def _build_table(words, start, width, dbits, perm, offsets):
-    """Fill ``perm`` (n,) and ``offsets`` (2**dbits + 1,) for the substring ``start:start + width``.
-
-    A counting sort on the top ``dbits`` key bits (stable, so ids ascend), then, when the key has more bits than the
-    directory, a stable sort of each bucket by its full keys.
-    """
-    n = words.shape[0]
+def _table_histogram(words, start, width, dbits, i0, i1, counts):
+    """Add to ``counts`` (2**dbits,) the number of codes ``i0 .. i1 - 1`` per top ``dbits`` bits of their key."""
     ush = np.uint64(width - dbits)
-    offsets[:] = 0
-    for i in range(n):
-        offsets[np.int64(_extract(words, i, start, width) >> ush) + 1] += 1
-    largest = 0
-    for b in range(1, offsets.shape[0]):
-        largest = max(largest, np.int64(offsets[b]))
-        offsets[b] += offsets[b - 1]
-    fill = offsets[:-1].copy()
-    for i in range(n):
+    for i in range(i0, i1):
+        counts[np.int64(_extract(words, i, start, width) >> ush)] += 1
+
+
+@njit(cache=True, nogil=True)
+def _table_scatter(words, start, width, dbits, i0, i1, fill, perm):
+    """Place codes ``i0 .. i1 - 1`` in ``perm`` at ``fill[bucket]`` (advanced), in id order: a stable counting sort."""
+    ush = np.uint64(width - dbits)
+    for i in range(i0, i1):
         b = np.int64(_extract(words, i, start, width) >> ush)
         perm[fill[b]] = i
         fill[b] += 1
-    if width == dbits or largest < 2:
+
+
+@njit(cache=True, nogil=True)
+def _table_sort_buckets(words, start, width, offsets, perm, b0, b1):
+    """Sort the codes of buckets ``b0 .. b1 - 1`` by their full keys, stably (ids ascend within a key)."""
+    largest = 0
+    for b in range(b0, b1):
+        largest = max(largest, np.int64(offsets[b + 1]) - np.int64(offsets[b]))
+    if largest < 2:
         return
     keys = np.empty(largest, np.uint64)
     ids = np.empty(largest, perm.dtype)
-    for b in range(offsets.shape[0] - 1):
+    for b in range(b0, b1):
         lo = np.int64(offsets[b])
         size = np.int64(offsets[b + 1]) - lo
         if size < 2:
@@ -189,69 +197,117 @@ def _build_table(words, start, width, dbits, perm, offsets):
                 perm[lo + x] = ids[x]
 
 
-@njit(inline="always")
-def _pair_seen(words, i, j, starts, widths, tks, k):
-    """Whether the pair (i, j) lies in the probing ball of a substring before ``k`` (so it was reported there)."""
+@njit
+def _pair_seen2(a, i, b, j, starts, widths, tks, k):
+    """Whether the pair of rows ``a[i]``, ``b[j]`` lies in the probing ball of a substring before ``k`` (so that it
+    was reported there)."""
     for kp in range(k):
-        if tks[kp] >= 0 and _popcount(_extract_xor(words, i, words, j, starts[kp], widths[kp])) <= tks[kp]:
+        if tks[kp] >= 0 and _popcount(_extract_xor(a, i, b, j, starts[kp], widths[kp])) <= tks[kp]:
             return True
     return False
 
 
+@njit
+def _pair_seen(a, i, j, starts, widths, tks, k):
+    """:func:`_pair_seen2` for two rows of one array."""
+    return _pair_seen2(a, i, a, j, starts, widths, tks, k)
+
+
+@njit
+def _emit(I, J, Dd, cnt, i, j, d):
+    if cnt < I.shape[0]:
+        I[cnt] = min(i, j)
+        J[cnt] = max(i, j)
+        Dd[cnt] = d
+    return cnt + 1
+
+
 @njit(cache=True, nogil=True)
-def _join_chunk(words, perm, offsets, dbits, starts, widths, tks, k, radius, scan_keys, p0, p1):
+def _join_chunk(words, perm, offsets, dbits, starts, widths, tks, k, radius, scan_keys, min_gather, p0, p1, I, J,
+                Dd):
     """Pairs within ``radius`` found through substring ``k`` from the sorted positions ``p0 .. p1 - 1``.
 
     Position ``p`` is paired with the later positions of its run of equal keys, and with every run whose key is
     larger than its own and within ``tks[k]`` bits of it (found by probing the ball around its key, or when
     ``scan_keys`` by comparing the keys of all later positions); each unordered pair of runs is visited once.
+
+    The codes of the chunk's positions (and of the rest of its last run, up to twice the chunk or ``min_gather``
+    positions) are first gathered
+    into a local buffer, so that runs are compared in contiguous memory; for one-word codes the comparison of a code
+    with the rest of its run is a branch-free count that the compiler vectorises, redone with output only when it
+    finds a pair.
+
+    Pairs go to ``I``, ``J``, ``Dd`` while they have room; returns the number found (a larger number: call again
+    with arrays that large). The arrays are never grown here: an array reassigned inside the hot loop makes numba's
+    code an order of magnitude slower.
     """
-    n = words.shape[0]
+    n, n_words = words.shape
+    cnt = 0
+    if p1 <= p0:
+        return cnt
     start = starts[k]
     width = widths[k]
     ush = np.uint64(width - dbits)
     direct = width == dbits
     t = min(tks[k], width)
-    cap = 256
-    I = np.empty(cap, np.int64)
-    J = np.empty(cap, np.int64)
-    Dd = np.empty(cap, np.int32)
-    cnt = 0
+    # gather positions p0 .. g_end - 1
+    last_key = _extract(words, np.int64(perm[p1 - 1]), start, width)
+    g_end = np.int64(offsets[np.int64(last_key >> ush) + 1])
+    g_end = max(min(g_end, p0 + max(2 * (p1 - p0), min_gather)), p1)
+    ids = np.empty(g_end - p0, np.int64)
+    A = np.empty((g_end - p0, n_words), np.uint64)
+    for x in range(g_end - p0):
+        ids[x] = perm[p0 + x]
+        for w in range(n_words):
+            A[x, w] = words[ids[x], w]
     for p in range(p0, p1):
-        i = np.int64(perm[p])
-        key = _extract(words, i, start, width)
+        pi = p - p0
+        i = ids[pi]
+        key = _extract(A, pi, start, width)
         run_end = np.int64(offsets[np.int64(key >> ush) + 1])
-        for q in range(p + 1, run_end):
+        if not direct:
+            q = p + 1
+            while q < run_end:
+                kq = _extract(A, q - p0, start, width) if q < g_end else _extract(words, np.int64(perm[q]), start,
+                                                                                    width)
+                if kq != key:
+                    break
+                q += 1
+            run_end = q
+        hi = min(run_end, g_end)
+        # the rest of the run, gathered
+        if n_words == 1:
+            x0 = A[pi, 0]
+            hits = 0
+            for q in range(pi + 1, hi - p0):
+                hits += _popcount(x0 ^ A[q, 0]) <= radius
+            if hits:
+                for q in range(pi + 1, hi - p0):
+                    d = _popcount(x0 ^ A[q, 0])
+                    if d <= radius and not _pair_seen(A, pi, q, starts, widths, tks, k):
+                        cnt = _emit(I, J, Dd, cnt, i, ids[q], d)
+        else:
+            for q in range(pi + 1, hi - p0):
+                d = _distance(A, pi, A, q, radius)
+                if d <= radius and not _pair_seen(A, pi, q, starts, widths, tks, k):
+                    cnt = _emit(I, J, Dd, cnt, i, ids[q], d)
+        # the rest of the run beyond the buffer (a run longer than the chunk)
+        for q in range(hi, run_end):
             j = np.int64(perm[q])
-            if not direct and _extract(words, j, start, width) != key:
-                run_end = q
-                break
-            d = _distance(words, i, words, j, radius)
-            if d <= radius and not _pair_seen(words, i, j, starts, widths, tks, k):
-                if cnt == I.shape[0]:
-                    I = np.concatenate((I, np.empty(cnt, np.int64)))
-                    J = np.concatenate((J, np.empty(cnt, np.int64)))
-                    Dd = np.concatenate((Dd, np.empty(cnt, np.int32)))
-                I[cnt] = i
-                J[cnt] = j
-                Dd[cnt] = d
-                cnt += 1
+            d = _distance(A, pi, words, j, radius)
+            if d <= radius and not _pair_seen2(A, pi, words, j, starts, widths, tks, k):
+                cnt = _emit(I, J, Dd, cnt, i, j, d)
+        if t < 1:
+            continue
         if scan_keys:
             # the ball holds more keys than there are codes: compare the keys of all later runs instead
             for q in range(run_end, n):
                 j = np.int64(perm[q])
                 if _popcount(_extract(words, j, start, width) ^ key) > t:
                     continue
-                d = _distance(words, i, words, j, radius)
-                if d <= radius and not _pair_seen(words, i, j, starts, widths, tks, k):
-                    if cnt == I.shape[0]:
-                        I = np.concatenate((I, np.empty(cnt, np.int64)))
-                        J = np.concatenate((J, np.empty(cnt, np.int64)))
-                        Dd = np.concatenate((Dd, np.empty(cnt, np.int32)))
-                    I[cnt] = min(i, j)
-                    J[cnt] = max(i, j)
-                    Dd[cnt] = d
-                    cnt += 1
+                d = _distance(A, pi, words, j, radius)
+                if d <= radius and not _pair_seen2(A, pi, words, j, starts, widths, tks, k):
+                    cnt = _emit(I, J, Dd, cnt, i, j, d)
             continue
         for w in range(1, t + 1):
             x = _first_mask(w)
@@ -264,47 +320,35 @@ def _join_chunk(words, perm, offsets, dbits, starts, widths, tks, k, radius, sca
                         j = np.int64(perm[q])
                         if not direct and _extract(words, j, start, width) != v:
                             continue
-                        d = _distance(words, i, words, j, radius)
-                        if d <= radius and not _pair_seen(words, i, j, starts, widths, tks, k):
-                            if cnt == I.shape[0]:
-                                I = np.concatenate((I, np.empty(cnt, np.int64)))
-                                J = np.concatenate((J, np.empty(cnt, np.int64)))
-                                Dd = np.concatenate((Dd, np.empty(cnt, np.int32)))
-                            I[cnt] = min(i, j)
-                            J[cnt] = max(i, j)
-                            Dd[cnt] = d
-                            cnt += 1
+                        d = _distance(A, pi, words, j, radius)
+                        if d <= radius and not _pair_seen2(A, pi, words, j, starts, widths, tks, k):
+                            cnt = _emit(I, J, Dd, cnt, i, j, d)
                 if x == last:
                     break
                 x = _next_mask(x)
-    return I[:cnt], J[:cnt], Dd[:cnt]
+    return cnt
 
 
 @njit(cache=True, nogil=True)
-def _join_brute_chunk(words, radius, i0, i1):
-    """Pairs (i, j), ``i0 ≤ i < i1``, ``i < j``, within ``radius``: the quadratic scan, for when no probing pays."""
+def _join_brute_chunk(words, radius, i0, i1, I, J, Dd):
+    """Pairs (i, j), ``i0 ≤ i < i1``, ``i < j``, within ``radius``: the quadratic scan, for when no probing pays.
+    Output as in :func:`_join_chunk`."""
     n = words.shape[0]
-    cap = 256
-    I = np.empty(cap, np.int64)
-    J = np.empty(cap, np.int64)
-    Dd = np.empty(cap, np.int32)
+    cap = I.shape[0]
     cnt = 0
     for i in range(i0, i1):
         for j in range(i + 1, n):
             d = _distance(words, i, words, j, radius)
             if d <= radius:
-                if cnt == I.shape[0]:
-                    I = np.concatenate((I, np.empty(cnt, np.int64)))
-                    J = np.concatenate((J, np.empty(cnt, np.int64)))
-                    Dd = np.concatenate((Dd, np.empty(cnt, np.int32)))
-                I[cnt] = i
-                J[cnt] = j
-                Dd[cnt] = d
+                if cnt < cap:
+                    I[cnt] = i
+                    J[cnt] = j
+                    Dd[cnt] = d
                 cnt += 1
-    return I[:cnt], J[:cnt], Dd[:cnt]
+    return cnt
 
 
-@njit(inline="always")
+@njit
 def _query_seen(words, j, qwords, q, starts, widths, tks, k):
     """Whether code ``j`` lies in query ``q``'s probing ball of a substring before ``k``."""
     for kp in range(k):
@@ -314,11 +358,12 @@ def _query_seen(words, j, qwords, q, starts, widths, tks, k):
 
 
 @njit(cache=True, nogil=True)
-def _radius_chunk(words, qwords, q0, q1, perms, offs, off_base, dbits, starts, widths, tks, radius):
-    """Matches within ``radius`` of queries ``q0 .. q1 - 1``: per-query counts and packed keys ``d << 40 | id``."""
+def _radius_chunk(words, qwords, q0, q1, perms, offs, off_base, dbits, starts, widths, tks, radius, counts, keys):
+    """Matches within ``radius`` of queries ``q0 .. q1 - 1``: per-query ``counts`` and packed ``keys``
+    (``d << 40 | id``, sorted per query) while ``keys`` has room; returns the number of matches (output as in
+    :func:`_join_chunk`)."""
     m = starts.shape[0]
-    counts = np.zeros(q1 - q0, np.int64)
-    keys = np.empty(256, np.int64)
+    cap = keys.shape[0]
     cnt = 0
     for q in range(q0, q1):
         c0 = cnt
@@ -344,44 +389,43 @@ def _radius_chunk(words, qwords, q0, q1, perms, offs, off_base, dbits, starts, w
                             continue
                         d = _distance(words, j, qwords, q, radius)
                         if d <= radius and not _query_seen(words, j, qwords, q, starts, widths, tks, k):
-                            if cnt == keys.shape[0]:
-                                keys = np.concatenate((keys, np.empty(cnt, np.int64)))
-                            keys[cnt] = (np.int64(d) << _ID_BITS) | j
+                            if cnt < cap:
+                                keys[cnt] = (np.int64(d) << _ID_BITS) | j
                             cnt += 1
                     if x == last:
                         break
                     x = _next_mask(x)
-        keys[c0:cnt].sort()
+        if cnt <= cap:
+            keys[c0:cnt].sort()
         counts[q - q0] = cnt - c0
-    return counts, keys[:cnt]
+    return cnt
 
 
 @njit(cache=True, nogil=True)
-def _radius_scan_chunk(words, qwords, q0, q1, radius):
+def _radius_scan_chunk(words, qwords, q0, q1, radius, counts, keys):
     """:func:`_radius_chunk` by comparing every code, for radii whose balls outnumber the codes."""
     n = words.shape[0]
-    counts = np.zeros(q1 - q0, np.int64)
-    keys = np.empty(256, np.int64)
+    cap = keys.shape[0]
     cnt = 0
     for q in range(q0, q1):
         c0 = cnt
         for j in range(n):
             d = _distance(words, j, qwords, q, radius)
             if d <= radius:
-                if cnt == keys.shape[0]:
-                    keys = np.concatenate((keys, np.empty(cnt, np.int64)))
-                keys[cnt] = (np.int64(d) << _ID_BITS) | j
+                if cnt < cap:
+                    keys[cnt] = (np.int64(d) << _ID_BITS) | j
                 cnt += 1
-        keys[c0:cnt].sort()
+        if cnt <= cap:
+            keys[c0:cnt].sort()
         counts[q - q0] = cnt - c0
-    return counts, keys[:cnt]
+    return cnt
 
 
 @njit(cache=True, nogil=True)
 def _knn_mih_one(words, qwords, q, kk, perms, offs, off_base, dbits, starts, widths, n_bits, budget, hist, buf, qkeys,
                  D, I):
-    """The ``kk`` nearest codes of query ``q`` into ``D[q]``, ``I[q]`` by incremental search; False (nothing written)
-    when more than ``budget`` keys would have to be probed.
+    """The ``kk`` nearest codes of query ``q`` into ``D[q]``, ``I[q]`` by incremental search: returns 1, or 0 (nothing
+    written) when more than ``budget`` keys would have to be probed, or -1 when ``buf`` is too small.
 
     Step ``(r1, k)`` probes substring ``k`` at exactly ``r1`` bits; steps run in the order r1 = 0, 1, ... and, within
     one r1, k = 0 .. m − 1. After step ``(r1, k)`` every code within ``m·r1 + k`` bits has been verified, so the
@@ -414,7 +458,7 @@ def _knn_mih_one(words, qwords, q, kk, perms, offs, off_base, dbits, starts, wid
                 while True:
                     probes += 1
                     if probes > budget:
-                        return False, buf
+                        return 0
                     v = qkeys[k] ^ x
                     vb = base + np.int64(v >> ush)
                     for pos in range(np.int64(offs[vb]), np.int64(offs[vb + 1])):
@@ -441,8 +485,8 @@ def _knn_mih_one(words, qwords, q, kk, perms, offs, off_base, dbits, starts, wid
                                         buf[kept] = buf[y]
                                         kept += 1
                                 cnt = kept
-                                if 2 * cnt >= buf.shape[0]:
-                                    buf = np.concatenate((buf, np.empty(buf.shape[0], np.int64)))
+                                if cnt == buf.shape[0]:
+                                    return -1
                             buf[cnt] = (np.int64(d) << _ID_BITS) | j
                             cnt += 1
                             cT += 1
@@ -457,8 +501,8 @@ def _knn_mih_one(words, qwords, q, kk, perms, offs, off_base, dbits, starts, wid
                 for y in range(kk):
                     D[q, y] = best[y] >> _ID_BITS
                     I[q, y] = best[y] & _ID_MASK
-                return True, buf
-    return False, buf                   # not reached: the last step has seen every code
+                return 1
+    return 0                            # not reached: the last step has seen every code
 
 
 @njit(cache=True, nogil=True)
@@ -498,9 +542,13 @@ def _knn_chunk(words, qwords, q0, q1, kk, perms, offs, off_base, dbits, starts, 
     qkeys = np.empty(starts.shape[0], np.uint64)
     scanned = 0
     for q in range(q0, q1):
-        ok, buf = _knn_mih_one(words, qwords, q, kk, perms, offs, off_base, dbits, starts, widths, n_bits, budget,
-                               hist, buf, qkeys, D, I)
-        if not ok:
+        status = -1
+        while status < 0:
+            status = _knn_mih_one(words, qwords, q, kk, perms, offs, off_base, dbits, starts, widths, n_bits, budget,
+                                  hist, buf, qkeys, D, I)
+            if status < 0:
+                buf = np.empty(2 * buf.shape[0], np.int64)
+        if status == 0:
             buf = _knn_scan_one(words, qwords, q, kk, n_bits, hist, buf, D, I)
             scanned += 1
     return scanned
@@ -573,17 +621,18 @@ def expected_work(n: int, n_bits: int, radius: int, m: int) -> tuple[float, floa
 
 
 def join_cost(n: int, n_bits: int, radius: int, m: int | None) -> float:
-    """Modelled time of a self-join (in units of one one-word verification); ``m=None`` is the quadratic scan."""
-    words = bits.row_bytes(n_bits) // 8
+    """Modelled time of a self-join of ``n`` uniform random codes, in units of one candidate verification (about
+    2 ns for 64-bit codes); ``m=None`` is the quadratic scan."""
+    verify = 1.0 + (bits.row_bytes(n_bits) // 8 - 1) / 2      # more words: a scalar loop that mostly stops early
     if m is None:
-        return _COST_BRUTE * words * n * (n - 1) / 2
+        return _COST_BRUTE * verify * n * (n - 1) / 2
     starts, widths = substring_bounds(n_bits, m)
     cost = 0.0
     for width, t in zip(widths.tolist(), substring_radii(radius, m).tolist()):
         if t < 0:
             continue
         ball = _ball(width, t)
-        cost += _COST_BUILD * n + n * (ball - 1) / 2 * _COST_PROBE + words * n * n * ball / 2.0**width / 2
+        cost += n * (_COST_SORT + (ball - 1) / 2 * _COST_PROBE + verify * n * ball / 2.0**width / 2)
     return cost
 
 
@@ -608,6 +657,14 @@ def join_m(n: int, n_bits: int, radius: int) -> int | None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _read_only_words(codes: NDArray[np.uint8]) -> NDArray[np.uint64]:
+    """Codes as uint64 words in a read-only view: the kernels see one array type whether the codes come from memory
+    or from a read-only memory map, so each is compiled once."""
+    words = bits.as_words(codes).view()
+    words.flags.writeable = False
+    return words
+
+
 def _id_dtype(n: int) -> type:
     return np.int32 if n < 2**31 - 1 else np.int64
 
@@ -630,12 +687,62 @@ def _ranges(total: int, pieces: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def _map(fn: Callable, ranges: Sequence[tuple[int, int]], n_threads: int) -> list:
-    """``fn(a, b)`` over ranges, on ``n_threads`` threads (the kernels release the GIL), results in order."""
-    if n_threads <= 1 or len(ranges) <= 1:
+def _map(fn: Callable, ranges: Sequence[tuple[int, int]], pool: ThreadPoolExecutor | None) -> list:
+    """``fn(a, b)`` over ranges, on the pool's threads (the kernels release the GIL), results in order."""
+    if pool is None or len(ranges) <= 1:
         return [fn(a, b) for a, b in ranges]
-    with ThreadPoolExecutor(n_threads) as pool:
-        return list(pool.map(lambda ab: fn(*ab), ranges))
+    return list(pool.map(lambda ab: fn(*ab), ranges))
+
+
+def _pool(n_threads: int) -> ThreadPoolExecutor | contextlib.nullcontext:
+    return ThreadPoolExecutor(n_threads) if n_threads > 1 else contextlib.nullcontext()
+
+
+def _build_table(words: NDArray[np.uint64], start: int, width: int, dbits: int, perm: NDArray, offsets: NDArray,
+                 pool: ThreadPoolExecutor | None, n_threads: int) -> None:
+    """Fill ``perm`` (n,) and ``offsets`` (2**dbits + 1,) with the table of the substring ``start:start + width``.
+
+    A counting sort on the top ``dbits`` key bits, split over threads by id range (stable, so ids ascend), then,
+    when the key has more bits than the directory, a stable sort of each bucket by its full keys.
+    """
+    n = words.shape[0]
+    parts = _ranges(n, n_threads)
+    counts = np.zeros((len(parts), 1 << dbits), dtype=perm.dtype)
+    each = [(t, t + 1) for t in range(len(parts))]
+    _map(lambda t, _: _table_histogram(words, start, width, dbits, *parts[t], counts[t]), each, pool)
+    offsets[0] = 0
+    np.cumsum(counts.sum(axis=0, dtype=np.int64), out=offsets[1:])
+    fill = np.cumsum(counts, axis=0, dtype=perm.dtype)
+    fill -= counts
+    fill += offsets[:-1]
+    del counts
+    _map(lambda t, _: _table_scatter(words, start, width, dbits, *parts[t], fill[t], perm), each, pool)
+    del fill
+    if width > dbits:
+        edges = np.searchsorted(offsets, np.linspace(0, n, 4 * len(parts) + 1)[1:-1])
+        edges = np.unique(np.concatenate(([0], edges, [1 << dbits])))
+        _map(lambda a, b: _table_sort_buckets(words, start, width, offsets, perm, a, b),
+             list(zip(edges[:-1].tolist(), edges[1:].tolist())), pool)
+
+
+def _filled(kernel: Callable, cap: int) -> tuple[NDArray, NDArray, NDArray]:
+    """Run a pair kernel with output arrays of ``cap`` entries, again with exactly enough when they overflowed."""
+    while True:
+        I, J, Dd = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int32)
+        cnt = kernel(I, J, Dd)
+        if cnt <= cap:
+            return I[:cnt], J[:cnt], Dd[:cnt]
+        cap = cnt
+
+
+def _filled_csr(kernel: Callable, nq: int, cap: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """:func:`_filled` for a radius kernel: per-query counts and packed keys."""
+    while True:
+        counts, keys = np.zeros(nq, np.int64), np.empty(cap, np.int64)
+        cnt = kernel(counts, keys)
+        if cnt <= cap:
+            return counts, keys[:cnt]
+        cap = cnt
 
 
 def _pairs(parts: list[tuple[NDArray, NDArray, NDArray]]
@@ -700,30 +807,36 @@ def self_join(codes: ArrayLike, n_bits: int, radius: int, m: int | None = None, 
     _check_width(codes, n_bits)
     radius = _check_radius(radius)
     n_threads = _threads(n_threads)
-    words = bits.as_words(codes)
+    words = _read_only_words(codes)
     n = words.shape[0]
     if n < 2:
         return _pairs([])
     if m is None:
         m = join_m(n, n_bits, radius)
-    if m is None:
-        # rows near the top pair with more rows: many small ranges keep the threads evenly loaded
-        ranges = _ranges(n, 16 * n_threads)
-        return _pairs(_map(lambda a, b: _join_brute_chunk(words, radius, a, b), ranges, n_threads))
-    starts, widths = substring_bounds(n_bits, m)
-    tks = substring_radii(radius, m)
-    perm = np.empty(n, dtype=_id_dtype(n))
-    parts = []
-    for k in range(m):
-        if tks[k] < 0:
-            continue
-        dbits = _dir_bits(n, int(widths[k]))
-        offsets = np.empty((1 << dbits) + 1, dtype=perm.dtype)
-        _build_table(words, starts[k], widths[k], dbits, perm, offsets)
-        ranges = _ranges(n, 16 * n_threads)
-        scan_keys = _ball(int(widths[k]), int(tks[k])) - 1 > n
-        parts += _map(lambda a, b, k=k, dbits=dbits, offsets=offsets, scan_keys=scan_keys: _join_chunk(
-            words, perm, offsets, dbits, starts, widths, tks, k, radius, scan_keys, a, b), ranges, n_threads)
+    with _pool(n_threads) as pool:
+        if m is None:
+            # rows near the top pair with more rows: many small ranges keep the threads evenly loaded
+            return _pairs(_map(lambda a, b: _filled(
+                lambda I, J, Dd: _join_brute_chunk(words, radius, a, b, I, J, Dd), b - a + 64),
+                _ranges(n, 16 * n_threads), pool))
+        starts, widths = substring_bounds(n_bits, m)
+        tks = substring_radii(radius, m)
+        perm = np.empty(n, dtype=_id_dtype(n))
+        parts = []
+        for k in range(m):
+            if tks[k] < 0:
+                continue
+            dbits = _dir_bits(n, int(widths[k]))
+            offsets = np.empty((1 << dbits) + 1, dtype=perm.dtype)
+            _build_table(words, int(starts[k]), int(widths[k]), dbits, perm, offsets, pool, n_threads)
+            scan_keys = _ball(int(widths[k]), int(tks[k])) - 1 > n
+
+            def chunk(a: int, b: int, k: int = k, dbits: int = dbits, offsets: NDArray = offsets,
+                      scan_keys: bool = scan_keys) -> tuple[NDArray, NDArray, NDArray]:
+                return _filled(lambda I, J, Dd: _join_chunk(words, perm, offsets, dbits, starts, widths, tks, k,
+                                                            radius, scan_keys, _GATHER_MIN, a, b, I, J, Dd), b - a + 64)
+
+            parts += _map(chunk, _ranges(n, 16 * n_threads), pool)
     return _pairs(parts)
 
 
@@ -777,7 +890,7 @@ class MultiIndex:
         self.codes = bits.as_codes(codes)
         self.n_bits = bits.check_n_bits(n_bits)
         _check_width(self.codes, self.n_bits)
-        self.words_ = bits.as_words(self.codes)
+        self.words_ = _read_only_words(self.codes)
         self.m = default_m(len(self), self.n_bits) if m is None else _check_m(self.n_bits, m)
         self.n_threads = _threads(n_threads)
         self.starts_, self.widths_ = substring_bounds(self.n_bits, self.m)
@@ -802,12 +915,10 @@ class MultiIndex:
         np.cumsum(sizes[:-1], out=off_base[1:])
         perms = np.empty((self.m, n), dtype=dtype)
         offs = np.empty(int(sizes.sum()), dtype=dtype)
-
-        def one(k: int, _: int) -> None:
-            _build_table(self.words_, self.starts_[k], self.widths_[k], dbits[k], perms[k],
-                         offs[off_base[k] : off_base[k] + sizes[k]])
-
-        _map(one, [(k, k + 1) for k in range(self.m)], self.n_threads)
+        with _pool(self.n_threads) as pool:
+            for k in range(self.m):
+                _build_table(self.words_, int(self.starts_[k]), int(self.widths_[k]), int(dbits[k]), perms[k],
+                             offs[off_base[k] : off_base[k] + sizes[k]], pool, self.n_threads)
         self._tables = (perms, offs, off_base, dbits)
         return self
 
@@ -815,7 +926,7 @@ class MultiIndex:
         Q = bits.as_codes(Q)
         if Q.shape[1] != self.codes.shape[1]:
             raise ValueError(f"queries have {Q.shape[1]} bytes per row, the index holds {self.codes.shape[1]}")
-        return bits.as_words(Q)
+        return _read_only_words(Q)
 
     def _query_ranges(self, nq: int) -> list[tuple[int, int]]:
         return _ranges(nq, 4 * self.n_threads)
@@ -846,13 +957,19 @@ class MultiIndex:
             return _csr(nq, [])
         probes, _ = expected_work(n, self.n_bits, radius, self.m)
         if probes > n:
-            fn = lambda a, b: _radius_scan_chunk(self.words_, qwords, a, b, radius)  # noqa: E731
+            def fn(a: int, b: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+                return _filled_csr(lambda counts, keys: _radius_scan_chunk(self.words_, qwords, a, b, radius, counts,
+                                                                           keys), b - a, 16 * (b - a) + 64)
         else:
             perms, offs, off_base, dbits = self.build()._tables
             tks = substring_radii(radius, self.m)
-            fn = lambda a, b: _radius_chunk(self.words_, qwords, a, b, perms, offs, off_base, dbits,  # noqa: E731
-                                            self.starts_, self.widths_, tks, radius)
-        return _csr(nq, _map(fn, self._query_ranges(nq), self.n_threads))
+
+            def fn(a: int, b: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+                return _filled_csr(lambda counts, keys: _radius_chunk(
+                    self.words_, qwords, a, b, perms, offs, off_base, dbits, self.starts_, self.widths_, tks, radius,
+                    counts, keys), b - a, 16 * (b - a) + 64)
+        with _pool(self.n_threads) as pool:
+            return _csr(nq, _map(fn, self._query_ranges(nq), pool))
 
     def knn(self, Q: ArrayLike, k: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         """The ``k`` nearest codes of each query, by growing the search radius until they are certain.
@@ -876,8 +993,9 @@ class MultiIndex:
         perms, offs, off_base, dbits = self.build()._tables
         kk = min(k, n)
         budget = int(_KNN_BUDGET * n)
-        _map(lambda a, b: _knn_chunk(self.words_, qwords, a, b, kk, perms, offs, off_base, dbits, self.starts_,
-                                     self.widths_, self.n_bits, budget, D, I), self._query_ranges(nq), self.n_threads)
+        with _pool(self.n_threads) as pool:
+            _map(lambda a, b: _knn_chunk(self.words_, qwords, a, b, kk, perms, offs, off_base, dbits, self.starts_,
+                                         self.widths_, self.n_bits, budget, D, I), self._query_ranges(nq), pool)
         return D, I
 
     def self_join(self, radius: int, m: int | None = None
