@@ -24,7 +24,6 @@ from hashdup.descriptors import Descriptor, DescriptorName, make_descriptor
 from hashdup.encoders import BaseEncoder, EncoderName, load_encoder, make_encoder
 from hashdup.errors import HashdupError, ImageError, IndexFileError
 from hashdup.index import HammingIndex, connected_groups
-from hashdup.index.buckets import BucketTables
 from hashdup.io import images
 from hashdup.io.catalogue import FileRecord, write_catalogue
 from hashdup.io.codefile import CodeFile
@@ -235,6 +234,8 @@ def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descr
     codes = enc.encode(X)
     gen = new_generation(index_dir)
     CodeFile.write(gen.path("codes"), codes, n_bits, enc.fingerprint())
+    from hashdup.index.buckets import BucketTables
+
     BucketTables.build(codes, n_bits, random_state=seed, fingerprint=enc.fingerprint()).write(gen.path("buckets"))
     write_catalogue(gen.path("catalogue"), found.roots, records)
     write_descriptors(gen.path("descriptors"), X.astype(STORED_DTYPE))
@@ -280,8 +281,10 @@ class Index:
         return len(self.search)
 
     @cached_property
-    def buckets(self) -> BucketTables:
+    def buckets(self):  # noqa: ANN201 - hashdup.index.buckets.BucketTables, imported lazily
         """The LSH bucket tables of approximate queries, opened (and checked) on first use."""
+        from hashdup.index.buckets import BucketTables
+
         path = self.stored.path("buckets")
         tables = BucketTables.open(path)
         if tables.n_rows != len(self) or tables.fingerprint != self.stored.codes.fingerprint:

@@ -144,6 +144,7 @@ def test_all_codes_equal():
 def test_runs_longer_than_the_gather_buffer(monkeypatch):
     """Runs of equal keys longer than the chunk's buffer are read in place past its end."""
     monkeypatch.setattr(mih, "_GATHER_MIN", 1)
+    monkeypatch.setattr(mih, "_CODES_PER_THREAD", 1)
     db, _ = make(400, 0, 64, 5, "dups")
     db[:200, :32] = db[0, :32]                       # 200 codes share their first half: long runs for m = 2
     codes = bits.pack(db)

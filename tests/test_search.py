@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 from hashdup import bits
 from hashdup.index import HammingIndex, connected_groups
 from hashdup.index import scan
+from hashdup.index import hamming
 from hashdup.io.codefile import CodeFile
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def path(request, monkeypatch):
+    """Every test runs twice: through the compiled kernels / multi-index hashing, and through the numpy scan that
+    HammingIndex uses for small jobs."""
+    monkeypatch.setattr(hamming, "SMALL_WORK", 0 if request.param == "compiled" else 1 << 62)
+    return request.param
 
 
 def oracle_distances(db_bits, q_bits):
@@ -154,7 +163,9 @@ def test_connected_groups():
     assert connected_groups(0, [], []) == []
 
 
-def test_batches_of_radius_queries_take_the_multi_index_path_and_agree():
+def test_batches_of_radius_queries_take_the_multi_index_path_and_agree(path):
+    if path == "numpy":
+        pytest.skip("the multi-index path is the compiled one")
     db, q = make(12_000, 100, 64, 11, dup_rate=0.01)
     idx = HammingIndex(bits.pack(db), 64)
     assert idx._use_multi_index(100, 3) and not idx._use_multi_index(5, 3)

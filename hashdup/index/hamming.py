@@ -8,7 +8,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hashdup import bits
-from hashdup.index import kernels, mih, scan
+from hashdup.index import scan
+
+#: Below this many code-word comparisons (database rows × queries × words), the numpy scan answers before numba's
+#: compiled kernels would even be loaded (about 0.5 s), so small indexes stay snappy from the command line.
+SMALL_WORK = 1 << 22
 from hashdup.io.codefile import CodeFile
 
 
@@ -63,12 +67,22 @@ class HammingIndex:
         I : ndarray of int64, shape (nq, k)
             Row ids, ties by ascending id; -1 padding.
         """
-        return kernels.knn(self.codes, self._queries(Q), int(k))
+        Q = self._queries(Q)
+        if self._small(Q.shape[0]):
+            return scan.knn_scan(self.codes, Q, int(k))
+        from hashdup.index import kernels
+
+        return kernels.knn(self.codes, Q, int(k))
 
     @cached_property
-    def multi_index(self) -> mih.MultiIndex:
+    def multi_index(self):  # noqa: ANN201 - hashdup.index.mih.MultiIndex, imported lazily
         """Multi-index hashing tables over the codes (built on first use, then kept)."""
+        from hashdup.index import mih
+
         return mih.MultiIndex(self.codes, self.n_bits)
+
+    def _small(self, nq: int) -> bool:
+        return len(self) * max(nq, 1) * (self.codes.shape[1] // 8) < SMALL_WORK
 
     def _use_multi_index(self, nq: int, radius: int) -> bool:
         """Multi-index hashing pays when many queries share its table build (m counting sorts of the n codes) and
@@ -76,6 +90,8 @@ class HammingIndex:
         n = len(self)
         if n < 10_000 or nq < 64 or self.n_bits < bits.MIN_BITS:
             return False
+        from hashdup.index import mih
+
         m = self.multi_index.m
         _, candidates = mih.expected_work(n, self.n_bits, radius, m)
         return candidates < n / 50
@@ -92,8 +108,12 @@ class HammingIndex:
             then id.
         """
         Q = self._queries(Q)
-        if int(radius) >= 0 and self._use_multi_index(Q.shape[0], int(radius)):
+        if self._small(Q.shape[0]) or int(radius) < 0:
+            return scan.radius_scan(self.codes, Q, int(radius))
+        if self._use_multi_index(Q.shape[0], int(radius)):
             return self.multi_index.radius(Q, int(radius))
+        from hashdup.index import kernels
+
         return kernels.radius(self.codes, Q, int(radius))
 
     def self_join(self, radius: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int32]]:
@@ -104,6 +124,8 @@ class HammingIndex:
         """
         if int(radius) < 0:
             raise ValueError(f"radius must be ≥ 0, got {radius}")
-        if self.n_bits < bits.MIN_BITS:  # codes this short: a scan is as fast as anything
+        if self.n_bits < bits.MIN_BITS or self._small(len(self)):  # a scan is as fast as anything here
             return scan.self_join_scan(self.codes, int(radius))
+        from hashdup.index import mih
+
         return mih.self_join(self.codes, self.n_bits, int(radius))
