@@ -163,13 +163,21 @@ def test_connected_groups():
     assert connected_groups(0, [], []) == []
 
 
-def test_batches_of_radius_queries_take_the_multi_index_path_and_agree(path):
+def test_multi_index_cost_model():
+    """Multi-index hashing is chosen for many queries at a small radius on a large index, never for a few."""
+    big = HammingIndex(np.zeros((1_000_000, 8), np.uint8), 64)
+    assert big._use_multi_index(5000, 3) and not big._use_multi_index(100, 3)
+    assert not HammingIndex(np.zeros((12_000, 8), np.uint8), 64)._use_multi_index(10, 3)
+
+
+def test_batches_of_radius_queries_on_the_multi_index_path_agree(path, monkeypatch):
     if path == "numpy":
         pytest.skip("the multi-index path is the compiled one")
     db, q = make(12_000, 100, 64, 11, dup_rate=0.01)
     idx = HammingIndex(bits.pack(db), 64)
-    assert idx._use_multi_index(100, 3) and not idx._use_multi_index(5, 3)
+    monkeypatch.setattr(HammingIndex, "_use_multi_index", lambda self, nq, r: True)
     got = idx.radius(bits.pack(q), 3)
+    assert "multi_index" in idx.__dict__
     ref = scan.radius_scan(bits.pack(db), bits.pack(q), 3)
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -85,16 +85,22 @@ class HammingIndex:
         return len(self) * max(nq, 1) * (self.codes.shape[1] // 8) < SMALL_WORK
 
     def _use_multi_index(self, nq: int, radius: int) -> bool:
-        """Multi-index hashing pays when many queries share its table build (m counting sorts of the n codes) and
-        each query verifies far fewer candidates than the n codes a scan reads."""
+        """Whether multi-index hashing answers ``nq`` radius queries faster than the compiled scan.
+
+        Cost model from bench/search_join.py (2-core x86_64): a scan reads every code for every query, about 0.15 ns
+        per code word per query in batches; multi-index hashing costs about 60 ns per key probed plus 3 ns per
+        candidate verified (:func:`hashdup.index.mih.expected_work`), after building its tables once (about 130 ns
+        per code per substring).
+        """
         n = len(self)
-        if n < 10_000 or nq < 64 or self.n_bits < bits.MIN_BITS:
+        if n < 10_000 or self.n_bits < bits.MIN_BITS:
             return False
         from hashdup.index import mih
 
-        m = self.multi_index.m
-        _, candidates = mih.expected_work(n, self.n_bits, radius, m)
-        return candidates < n / 50
+        m = mih.default_m(n, self.n_bits)
+        probes, candidates = mih.expected_work(n, self.n_bits, radius, m)
+        build = 0.0 if "multi_index" in self.__dict__ else 130e-9 * m * n
+        return build + nq * (60e-9 * probes + 3e-9 * candidates) < nq * 0.15e-9 * n * (self.codes.shape[1] // 8)
 
     def radius(self, Q: ArrayLike, radius: int) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
         """Every code within ``radius`` bits (inclusive) of each query.
