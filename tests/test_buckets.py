@@ -16,19 +16,7 @@ from hashdup.index.buckets import (HEADER_SIZE, MAGIC, BucketTables, default_key
                                    draw_positions, probe_masks, recall_estimate)
 from hashdup.io.codefile import CodeFile
 
-
-def make(n, nq, n_bits, seed, dup_rate=0.0, flip=0.03):
-    """Boolean codes: a database with some exact copies, queries half near database rows, half random."""
-    rng = np.random.default_rng(seed)
-    db = rng.random((n, n_bits)) < 0.5
-    if n and dup_rate:
-        copies = rng.random(n) < dup_rate
-        db[copies] = db[rng.integers(0, n, copies.sum())]
-    q = rng.random((nq, n_bits)) < 0.5
-    if n:
-        near = rng.random(nq) < 0.5
-        q[near] = db[rng.integers(0, n, near.sum())] ^ (rng.random((near.sum(), n_bits)) < flip)
-    return db, q
+from .oracles import make
 
 
 def with_flips(db_bits, rows, n_flips, rng):

@@ -15,45 +15,15 @@ from hashdup import bits
 from hashdup.index import kernels, scan
 from hashdup.io.codefile import CodeFile
 
+from .oracles import make, oracle_distances, oracle_knn, oracle_radius
+
+
 COMPILED = (kernels._knn_block, kernels._radius_block, kernels._radius_csr)
-
-
-def oracle_distances(db_bits, q_bits):
-    return (q_bits[:, None, :] != db_bits[None, :, :]).sum(axis=2)
-
-
-def oracle_knn(D, k):
-    nq, n = D.shape
-    Do = np.full((nq, k), -1)
-    Io = np.full((nq, k), -1)
-    for q in range(nq):
-        order = sorted(range(n), key=lambda i: (D[q, i], i))[:k]
-        Do[q, : len(order)] = D[q, order]
-        Io[q, : len(order)] = order
-    return Do, Io
-
-
-def oracle_radius(D, r):
-    return [sorted((int(D[q, i]), i) for i in range(D.shape[1]) if D[q, i] <= r) for q in range(D.shape[0])]
 
 
 def as_lists(lims, D, I):
     return [list(zip(D[lims[q] : lims[q + 1]].tolist(), I[lims[q] : lims[q + 1]].tolist()))
             for q in range(len(lims) - 1)]
-
-
-def make(n, nq, n_bits, seed, dup_rate=0.0, flip=0.03):
-    """Random codes, some database rows copied (ties), half the queries near-copies of database rows."""
-    rng = np.random.default_rng(seed)
-    db = rng.random((n, n_bits)) < 0.5
-    if n and dup_rate:
-        copies = rng.random(n) < dup_rate
-        db[copies] = db[rng.integers(0, n, copies.sum())]
-    q = rng.random((nq, n_bits)) < 0.5
-    if n:
-        near = rng.random(nq) < 0.5
-        q[near] = db[rng.integers(0, n, near.sum())] ^ (rng.random((near.sum(), n_bits)) < flip)
-    return db, q
 
 
 @contextmanager

@@ -8,24 +8,7 @@ from hypothesis import strategies as st
 from hashdup import bits
 from hashdup.index import mih, scan
 
-
-def oracle_distances(db_bits, q_bits):
-    return (q_bits[:, None, :] != db_bits[None, :, :]).sum(axis=2)
-
-
-def oracle_knn(D, k):
-    nq, n = D.shape
-    Do = np.full((nq, k), -1)
-    Io = np.full((nq, k), -1)
-    for q in range(nq):
-        order = sorted(range(n), key=lambda i: (D[q, i], i))[:k]
-        Do[q, : len(order)] = D[q, order]
-        Io[q, : len(order)] = order
-    return Do, Io
-
-
-def oracle_radius(D, r):
-    return [sorted((int(D[q, i]), i) for i in range(D.shape[1]) if D[q, i] <= r) for q in range(D.shape[0])]
+from .oracles import oracle_distances, oracle_knn, oracle_radius
 
 
 def oracle_join(db_bits, r):

@@ -11,6 +11,8 @@ from hashdup.index import scan
 from hashdup.index import hamming
 from hashdup.io.codefile import CodeFile
 
+from .oracles import make, oracle_distances, oracle_knn
+
 
 @pytest.fixture(autouse=True, params=["compiled", "numpy"])
 def path(request, monkeypatch):
@@ -18,35 +20,6 @@ def path(request, monkeypatch):
     HammingIndex uses for small jobs."""
     monkeypatch.setattr(hamming, "SMALL_WORK", 0 if request.param == "compiled" else 1 << 62)
     return request.param
-
-
-def oracle_distances(db_bits, q_bits):
-    return (q_bits[:, None, :] != db_bits[None, :, :]).sum(axis=2)
-
-
-def oracle_knn(D, k):
-    nq, n = D.shape
-    Do = np.full((nq, k), -1)
-    Io = np.full((nq, k), -1)
-    for q in range(nq):
-        order = sorted(range(n), key=lambda i: (D[q, i], i))[:k]
-        Do[q, : len(order)] = D[q, order]
-        Io[q, : len(order)] = order
-    return Do, Io
-
-
-def make(n, nq, n_bits, seed, dup_rate=0.0):
-    rng = np.random.default_rng(seed)
-    db = rng.random((n, n_bits)) < 0.5
-    if n and dup_rate:
-        copies = rng.random(n) < dup_rate
-        db[copies] = db[rng.integers(0, n, copies.sum())]
-    # queries: some copies of database rows with a few flipped bits (ties and tiny distances), some random
-    q = rng.random((nq, n_bits)) < 0.5
-    if n:
-        near = rng.random(nq) < 0.5
-        q[near] = db[rng.integers(0, n, near.sum())] ^ (rng.random((near.sum(), n_bits)) < 0.03)
-    return db, q
 
 
 params = st.tuples(st.integers(0, 60), st.integers(0, 6), st.integers(1, 200), st.integers(0, 2**31),
