@@ -373,33 +373,12 @@ def default_radius(n_bits: int) -> int:
     return int(DEFAULT_RADIUS_FRACTION * n_bits)
 
 
-def dedup(index: Index, radius: int | None = None) -> list[dict[str, Any]]:
-    """Group near-duplicate images.
+def dedup(index: Index, radius: int | None = None, **options: Any) -> list[dict[str, Any]]:
+    """Groups of near-duplicate images as JSON-ready dicts; see :func:`hashdup.dedup.find_groups` for the
+    options and :meth:`hashdup.dedup.Group.to_json` for the fields."""
+    from hashdup.dedup import find_groups
 
-    Two images are linked when their codes are within ``radius`` bits (inclusive) or their files are byte-identical;
-    groups are the connected components of that graph (single linkage) with two or more members.
-
-    Returns
-    -------
-    list of dict
-        ``{"group": int, "paths": [str, ...], "max_distance": int}``: paths sorted, ``max_distance`` the largest
-        Hamming distance between any two members; groups ordered by their first path and numbered from 1.
-    """
-    radius = default_radius(index.n_bits) if radius is None else radius
-    if radius < 0:
-        raise ValueError(f"radius must be ≥ 0, got {radius}")
-    i, j, _ = index.search.self_join(radius)
-    same_i, same_j = index.stored.catalogue.identical_pairs()
-    members = connected_groups(len(index), np.concatenate([i, same_i]), np.concatenate([j, same_j]))
-    codes = index.stored.codes.codes
-    groups = []
-    for ids in members:
-        member_codes = np.asarray(codes[ids])
-        max_d = max(int(bits.hamming(member_codes[a : a + 1024], member_codes).max())
-                    for a in range(0, len(ids), 1024))  # in blocks: memory stays bounded for huge groups
-        groups.append({"paths": sorted(index.paths(ids.tolist())), "max_distance": max_d})
-    groups.sort(key=lambda g: g["paths"])
-    return [{"group": n, **g} for n, g in enumerate(groups, start=1)]
+    return [g.to_json() for g in find_groups(index, radius, **options)]
 
 
 def info(index: Index) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def test_index_then_dedup_query_info(runner, built_index, tmp_path):
     r = run(runner, ["dedup", "--index", idx])
     assert r.exit_code == 0
     groups = json.loads(r.stdout)
-    assert len(groups) == 6 and set(groups[0]) == {"group", "paths", "max_distance"}
+    assert len(groups) == 6 and set(groups[0]) == {"group", "keep", "paths", "max_distance"}
 
     r = run(runner, ["dedup", "--index", idx, "--jsonl", "--radius", "0"])
     lines = [json.loads(line) for line in r.stdout.splitlines()]
