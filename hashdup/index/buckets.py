@@ -39,6 +39,7 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from numba import get_num_threads
@@ -455,63 +456,76 @@ class BucketTables:
         Raises
         ------
         IndexFileError
-            When the file is missing, too short, has a wrong magic, version, size, checksum or content.
+            When the file is missing, too short, has a wrong magic, version, header field, size, checksum or content;
+            a wrong header, size or checksum before any memory map is made.
         """
         path = Path(path)
         try:
             with open(path, "rb") as f:
-                header = f.read(HEADER_SIZE)
-                file_size = os.fstat(f.fileno()).st_size
+                n_bits, _, _, n, fingerprint, (positions, offsets, ids) = _open_checked(f, path, verify)
         except OSError as e:
             raise IndexFileError(str(path), f"cannot read bucket-table file: {e.strerror or e}") from e
-        if len(header) < HEADER_SIZE:
-            raise IndexFileError(str(path), f"bucket-table file is {len(header)} bytes, shorter than its "
-                                            f"{HEADER_SIZE}-byte header")
-        magic, version, header_size, n_bits, stride, L, m, flags, n, fingerprint = _FIELDS.unpack_from(header)
-        stored_checksum = header[_FIELDS.size : _FIELDS.size + _CHECKSUM_SIZE]
-        if magic != MAGIC:
-            raise IndexFileError(str(path), f"not a hashdup bucket-table file (magic {magic!r}, expected {MAGIC!r})")
-        if version != VERSION:
-            raise IndexFileError(str(path), f"bucket-table format version {version}, this hashdup reads version "
-                                            f"{VERSION}")
-        if header_size != HEADER_SIZE:
-            raise IndexFileError(str(path), f"header size {header_size}, expected {HEADER_SIZE}")
-        if not bits.MIN_BITS <= n_bits <= bits.MAX_BITS:
-            raise IndexFileError(str(path), f"n_bits {n_bits} outside {bits.MIN_BITS}..{bits.MAX_BITS}")
-        if stride != bits.row_bytes(n_bits):
-            raise IndexFileError(str(path), f"row stride {stride} does not match n_bits {n_bits} "
-                                            f"(expected {bits.row_bytes(n_bits)})")
-        if not 1 <= m <= min(n_bits, MAX_KEY_BITS):
-            raise IndexFileError(str(path), f"key_bits {m} outside 1..{min(n_bits, MAX_KEY_BITS)}")
-        if not 1 <= L <= 1024:
-            raise IndexFileError(str(path), f"n_tables {L} outside 1..1024")
-        if n > MAX_ROWS:
-            raise IndexFileError(str(path), f"n_rows {n} exceeds {MAX_ROWS}")
-        if flags != 0:
-            raise IndexFileError(str(path), f"unknown flags {flags:#x}")
-        pos_at, off_at, ids_at, end = _layout(L, m, n)
-        if file_size != end:
-            raise IndexFileError(str(path), f"file is {file_size} bytes, header says {L} tables of {m}-bit keys "
-                                            f"over {n} rows ({end} bytes)")
-        positions = np.memmap(path, dtype="<u2", mode="r", offset=pos_at, shape=(L, m))
-        offsets = np.memmap(path, dtype="<u4", mode="r", offset=off_at, shape=(L, (1 << m) + 1))
-        if n:
-            ids = np.memmap(path, dtype="<u4", mode="r", offset=ids_at, shape=(L, n))
-        else:
-            ids = np.zeros((L, 0), dtype="<u4")
-            ids.flags.writeable = False
         if verify:
-            body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
-            with open(path, "rb") as f:
-                f.seek(HEADER_SIZE)
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    body.update(chunk)
-            if _checksum(header[: _FIELDS.size], body.digest()) != stored_checksum:
-                raise IndexFileError(str(path), "checksum mismatch: the bucket-table file is corrupt")
             problem = _inconsistency(positions, offsets, ids, n_bits, n)
             if problem:
                 raise IndexFileError(str(path), problem)
         return cls(int(n_bits), int(n), positions, offsets, ids, bytes(fingerprint), path)
+
+
+def _open_checked(f: BinaryIO, path: Path, verify: bool) -> tuple[int, int, int, int, bytes, tuple[NDArray, ...]]:
+    """Validate an open bucket-table file (header, then its size, then, with ``verify``, the checksum over the body
+    read in chunks) and only then map its arrays read-only, through the same open file: a refused file is never
+    memory-mapped. Returns n_bits, n_tables, key_bits, n_rows, fingerprint and (positions, offsets, ids)."""
+    header = f.read(HEADER_SIZE)
+    file_size = os.fstat(f.fileno()).st_size
+    if len(header) < HEADER_SIZE:
+        raise IndexFileError(str(path), f"bucket-table file is {len(header)} bytes, shorter than its "
+                                        f"{HEADER_SIZE}-byte header")
+    magic, version, header_size, n_bits, stride, L, m, flags, n, fingerprint = _FIELDS.unpack_from(header)
+    stored_checksum = header[_FIELDS.size : _FIELDS.size + _CHECKSUM_SIZE]
+    if magic != MAGIC:
+        raise IndexFileError(str(path), f"not a hashdup bucket-table file (magic {magic!r}, expected {MAGIC!r})")
+    if version != VERSION:
+        raise IndexFileError(str(path), f"bucket-table format version {version}, this hashdup reads version "
+                                        f"{VERSION}")
+    if header_size != HEADER_SIZE:
+        raise IndexFileError(str(path), f"header size {header_size}, expected {HEADER_SIZE}")
+    if not bits.MIN_BITS <= n_bits <= bits.MAX_BITS:
+        raise IndexFileError(str(path), f"n_bits {n_bits} outside {bits.MIN_BITS}..{bits.MAX_BITS}")
+    if stride != bits.row_bytes(n_bits):
+        raise IndexFileError(str(path), f"row stride {stride} does not match n_bits {n_bits} "
+                                        f"(expected {bits.row_bytes(n_bits)})")
+    if not 1 <= m <= min(n_bits, MAX_KEY_BITS):
+        raise IndexFileError(str(path), f"key_bits {m} outside 1..{min(n_bits, MAX_KEY_BITS)}")
+    if not 1 <= L <= 1024:
+        raise IndexFileError(str(path), f"n_tables {L} outside 1..1024")
+    if n > MAX_ROWS:
+        raise IndexFileError(str(path), f"n_rows {n} exceeds {MAX_ROWS}")
+    if flags != 0:
+        raise IndexFileError(str(path), f"unknown flags {flags:#x}")
+    pos_at, off_at, ids_at, end = _layout(L, m, n)
+    if file_size != end:
+        raise IndexFileError(str(path), f"file is {file_size} bytes, header says {L} tables of {m}-bit keys "
+                                        f"over {n} rows ({end} bytes)")
+    if verify:
+        body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
+        left = end - HEADER_SIZE
+        while left:
+            chunk = f.read(min(left, 1 << 22))
+            if not chunk:
+                raise IndexFileError(str(path), "bucket-table file shrank while it was read")
+            body.update(chunk)
+            left -= len(chunk)
+        if _checksum(header[: _FIELDS.size], body.digest()) != stored_checksum:
+            raise IndexFileError(str(path), "checksum mismatch: the bucket-table file is corrupt")
+    positions = np.memmap(f, dtype="<u2", mode="r", offset=pos_at, shape=(L, m))
+    offsets = np.memmap(f, dtype="<u4", mode="r", offset=off_at, shape=(L, (1 << m) + 1))
+    if n:
+        ids = np.memmap(f, dtype="<u4", mode="r", offset=ids_at, shape=(L, n))
+    else:
+        ids = np.zeros((L, 0), dtype="<u4")
+        ids.flags.writeable = False
+    return int(n_bits), int(L), int(m), int(n), bytes(fingerprint), (positions, offsets, ids)
 
 
 def _row_blocks(arr: NDArray, size: int = 1 << 22) -> Iterator[bytes]:

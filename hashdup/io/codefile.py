@@ -6,6 +6,7 @@ import hashlib
 import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -86,45 +87,15 @@ class CodeFile:
         Raises
         ------
         IndexFileError
-            When the file is missing, too short, has a wrong magic, version, size or checksum.
+            When the file is missing, too short, has a wrong magic, version, header size, n_bits, row stride, flags,
+            size or checksum; always before the body is memory-mapped.
         """
         path = Path(path)
         try:
             with open(path, "rb") as f:
-                header = f.read(HEADER_SIZE)
-                file_size = os.fstat(f.fileno()).st_size
+                codes, n_bits, stride, n_rows, fingerprint = _open_checked(f, path, verify)
         except OSError as e:
             raise IndexFileError(str(path), f"cannot read code file: {e.strerror or e}") from e
-        if len(header) < HEADER_SIZE:
-            raise IndexFileError(str(path), f"code file is {len(header)} bytes, shorter than its {HEADER_SIZE}-byte header")
-        magic, version, header_size, n_bits, stride, flags, n_rows, fingerprint = _FIELDS.unpack_from(header)
-        stored_checksum = header[_FIELDS.size : _FIELDS.size + _CHECKSUM_SIZE]
-        if magic != MAGIC:
-            raise IndexFileError(str(path), f"not a hashdup code file (magic {magic!r}, expected {MAGIC!r})")
-        if version != VERSION:
-            raise IndexFileError(str(path), f"code file format version {version}, this hashdup reads version {VERSION}")
-        if header_size != HEADER_SIZE:
-            raise IndexFileError(str(path), f"header size {header_size}, expected {HEADER_SIZE}")
-        if not bits.MIN_BITS <= n_bits <= bits.MAX_BITS:
-            raise IndexFileError(str(path), f"n_bits {n_bits} outside {bits.MIN_BITS}..{bits.MAX_BITS}")
-        if stride != bits.row_bytes(n_bits):
-            raise IndexFileError(str(path), f"row stride {stride} does not match n_bits {n_bits} (expected {bits.row_bytes(n_bits)})")
-        expected = HEADER_SIZE + n_rows * stride
-        if file_size != expected:
-            raise IndexFileError(
-                str(path), f"file is {file_size} bytes, header says {n_rows} rows of {stride} bytes ({expected} bytes)"
-            )
-        if n_rows:
-            codes = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER_SIZE, shape=(n_rows, stride))
-        else:
-            codes = np.zeros((0, stride), dtype=np.uint8)
-            codes.flags.writeable = False
-        if verify:
-            body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
-            for start in range(0, n_rows, 1 << 16):
-                body.update(codes[start : start + (1 << 16)])
-            if _checksum(header[: _FIELDS.size], body.digest()) != stored_checksum:
-                raise IndexFileError(str(path), "checksum mismatch: the code file is corrupt")
         return cls(path, n_bits, stride, n_rows, fingerprint, codes)
 
     @staticmethod
@@ -132,6 +103,53 @@ class CodeFile:
         """Write ``codes`` (uint8, shape (n, row_bytes(n_bits))) to ``path`` atomically."""
         with CodeFileWriter(path, n_bits, fingerprint) as w:
             w.append(codes)
+
+
+def _open_checked(f: BinaryIO, path: Path, verify: bool) -> tuple[NDArray[np.uint8], int, int, int, bytes]:
+    """Validate an open code file (header, then sizes, then, with ``verify``, the checksum over the body read in
+    chunks), and only then map the body read-only, through the same open file: no memory map is made of a file that
+    is refused, and the map shows the bytes that were checked even if the path is replaced meanwhile."""
+    header = f.read(HEADER_SIZE)
+    file_size = os.fstat(f.fileno()).st_size
+    if len(header) < HEADER_SIZE:
+        raise IndexFileError(str(path), f"code file is {len(header)} bytes, shorter than its {HEADER_SIZE}-byte header")
+    magic, version, header_size, n_bits, stride, flags, n_rows, fingerprint = _FIELDS.unpack_from(header)
+    stored_checksum = header[_FIELDS.size : _FIELDS.size + _CHECKSUM_SIZE]
+    if magic != MAGIC:
+        raise IndexFileError(str(path), f"not a hashdup code file (magic {magic!r}, expected {MAGIC!r})")
+    if version != VERSION:
+        raise IndexFileError(str(path), f"code file format version {version}, this hashdup reads version {VERSION}")
+    if header_size != HEADER_SIZE:
+        raise IndexFileError(str(path), f"header size {header_size}, expected {HEADER_SIZE}")
+    if not bits.MIN_BITS <= n_bits <= bits.MAX_BITS:
+        raise IndexFileError(str(path), f"n_bits {n_bits} outside {bits.MIN_BITS}..{bits.MAX_BITS}")
+    if stride != bits.row_bytes(n_bits):
+        raise IndexFileError(str(path), f"row stride {stride} does not match n_bits {n_bits} "
+                                        f"(expected {bits.row_bytes(n_bits)})")
+    if flags != 0:
+        raise IndexFileError(str(path), f"unknown flags {flags:#x} (expected 0)")
+    expected = HEADER_SIZE + n_rows * stride
+    if file_size != expected:
+        raise IndexFileError(
+            str(path), f"file is {file_size} bytes, header says {n_rows} rows of {stride} bytes ({expected} bytes)"
+        )
+    if verify:
+        body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
+        left = n_rows * stride
+        while left:
+            chunk = f.read(min(left, 1 << 22))
+            if not chunk:
+                raise IndexFileError(str(path), "code file shrank while it was read")
+            body.update(chunk)
+            left -= len(chunk)
+        if _checksum(header[: _FIELDS.size], body.digest()) != stored_checksum:
+            raise IndexFileError(str(path), "checksum mismatch: the code file is corrupt")
+    if n_rows:
+        codes = np.memmap(f, dtype=np.uint8, mode="r", offset=HEADER_SIZE, shape=(n_rows, stride))
+    else:
+        codes = np.zeros((0, stride), dtype=np.uint8)
+        codes.flags.writeable = False
+    return codes, n_bits, stride, n_rows, fingerprint
 
 
 class CodeFileWriter:

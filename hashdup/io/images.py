@@ -3,13 +3,22 @@
 Decoding is defensive: the format comes from the file's content, EXIF orientation is applied, every mode is
 normalised to 8-bit RGB, large JPEGs are decoded at a reduced size through the DCT (``Image.draft``), and a file
 that cannot be read raises :class:`~hashdup.errors.ImageError` with a one-line reason instead of crashing a run.
+
+Hostile input is refused before any pixel memory is allocated: only the formats hashdup reads are tried
+(:data:`OPEN_FORMATS`; no EPS, which would run Ghostscript, nor the many formats without a signature), images over
+:data:`MAX_PIXELS` are refused, and so are large images claimed by files too small to hold them
+(:data:`MAX_PIXELS_PER_BYTE`) and JPEGs with more scans than any encoder writes (:data:`MAX_JPEG_SCANS`). Files that are
+not regular files (FIFOs, devices) are refused without being opened for a blocking read. ``tests/test_fuzz.py``
+holds this module to that promise on a seeded corpus of mutated files; ``scripts/fuzz.py`` runs a longer corpus.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +34,18 @@ from hashdup.errors import ImageError
 MAX_PIXELS = 2 * 89_478_485
 #: Largest file, in bytes, that hashdup reads.
 MAX_FILE_BYTES = 512 * 1024 * 1024
+#: Images of more than :data:`BOMB_FREE_PIXELS` pixels (4.2 M, 2048 × 2048) must come from a file of at least one
+#: byte per ``MAX_PIXELS_PER_BYTE`` pixels (a 32 × 32 block); smaller files claiming that many pixels are refused as
+#: decompression bombs. Photos take 2 to 50 pixels per byte and graphics a few hundred; only near-blank canvases
+#: compress further (deflate tops out at 1032:1, GIF's LZW at about 2730 pixels per byte, lossless WebP and CCITT fax
+#: without bound). So a file of ``n`` bytes never makes hashdup allocate more than ``max(2^22, 1024 n)`` pixels.
+MAX_PIXELS_PER_BYTE = 1024
+BOMB_FREE_PIXELS = 1 << 22
+#: Most scans (SOS markers) a JPEG may have: encoders write 1 (baseline) to about 10-20 (progressive), while a
+#: crafted file with thousands of empty scans makes libjpeg pass over the whole image for each one.
+MAX_JPEG_SCANS = 256
+#: Pillow plugins tried on a file's content: the formats hashdup reads (see :data:`IMAGE_EXTENSIONS`).
+OPEN_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVIF")
 
 #: File-name extensions of image formats; files without a known image signature are reported as bad only when their
 #: name carries one of these (other files, such as videos or sidecars, are ignored).
@@ -120,21 +141,43 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
     Raises
     ------
     ImageError
-        When the file cannot be read (missing, vanished, unreadable, a broken link) or is too large.
+        When the file cannot be read (missing, vanished, unreadable, a broken link, a symbolic-link loop), is not a
+        regular file (a folder, FIFO, socket or device: opened without blocking, never read) or is too large.
     """
     spath = os.fsdecode(path)
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block the run
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImageError(spath, "symbolic link loop") from e
+        if os.path.islink(path) and not os.path.exists(path):
+            raise ImageError(spath, "broken symbolic link") from e
+        raise ImageError(spath, f"cannot read file: {e.strerror or e}") from e
+    try:
+        st = os.fstat(fd)
+        regular = stat.S_ISREG(st.st_mode)
+        if regular:
+            os.set_blocking(fd, True)
+            f = open(fd, "rb")  # owns fd from here on
+    except OSError as e:
+        os.close(fd)
+        raise ImageError(spath, f"cannot read file: {e.strerror or e}") from e
+    if not regular:
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
+        raise ImageError(spath, f"not a regular file ({kind})")
+    try:
+        with f:
             head = f.read(16)
             if only_images and sniff_format(head) is None and not is_image_name(spath):
                 return None
             if st.st_size > max_bytes:
                 raise ImageError(spath, f"file too large ({st.st_size} bytes, limit {max_bytes})")
-            data = head + f.read(max_bytes + 1 - len(head))
+            # read what fstat promised plus one byte, then the rest if it grew meanwhile (no 512 MiB buffer per file)
+            data = head + f.read(max(min(st.st_size, max_bytes) + 1 - len(head), 0))
+            if len(data) > st.st_size:
+                data += f.read(max(max_bytes + 1 - len(data), 0))
     except OSError as e:
-        if os.path.islink(path) and not os.path.exists(path):
-            raise ImageError(spath, "broken symbolic link") from e
         raise ImageError(spath, f"cannot read file: {e.strerror or e}") from e
     if len(data) > max_bytes:
         raise ImageError(spath, f"file too large (over {max_bytes} bytes)")
@@ -182,25 +225,57 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
         kind = sniff_format(data[:16])
         reason = f"corrupt {kind} file" if kind else "not an image (unknown format)"
         raise ImageError(name, reason) from e
+    except MemoryError as e:
+        raise ImageError(name, "not enough memory to decode the image") from e
     except Exception as e:  # Pillow's plugins raise many kinds of errors on malformed input; none may stop a run
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = _one_line(e)
         if "truncated" in msg.lower() or isinstance(e, EOFError):
             detail = msg.replace("image file is truncated", "").strip(" ()")
             raise ImageError(name, f"truncated image ({detail})" if detail else "truncated image") from e
         raise ImageError(name, f"corrupt image ({msg})") from e
 
 
-def _decode(data: bytes, size: int, name: str, max_pixels: int,
-            edit: Callable[[Image.Image], Image.Image] | None) -> DecodedImage:
-    img = Image.open(io.BytesIO(data))
-    fmt = img.format or "unknown"
+def _one_line(e: BaseException) -> str:
+    """The first non-blank line of an exception's message (its type's name when there is none), at most 200
+    characters."""
+    try:
+        text = str(e)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the reason
+        text = ""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "") or type(e).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Open image bytes (read the header only, allocate no pixels) and refuse decompression bombs.
+
+    Raises
+    ------
+    ImageError
+        For an image without pixels, over ``max_pixels``, with more than :data:`MAX_PIXELS_PER_BYTE` pixels per byte
+        of file above :data:`BOMB_FREE_PIXELS`, or a JPEG of more than :data:`MAX_JPEG_SCANS` scans.
+    """
+    img = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageError(name, f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
+    pixels = width * height
+    if pixels > max_pixels:
         raise ImageError(name, f"decompression bomb refused: {width}x{height} pixels exceeds the limit of {max_pixels}")
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)
+    if pixels > BOMB_FREE_PIXELS and pixels > MAX_PIXELS_PER_BYTE * len(data):
+        raise ImageError(name, f"decompression bomb refused: {width}x{height} pixels from a file of {len(data)} "
+                               f"bytes (over {MAX_PIXELS_PER_BYTE} pixels per byte)")
+    if img.format in ("JPEG", "MPO") and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+        raise ImageError(name, f"corrupt JPEG file ({scans} scans, more than {MAX_JPEG_SCANS})")
+    # Image.open leaves every format at its first frame; asking for n_frames would walk every frame of the file
+    return img
+
+
+def _decode(data: bytes, size: int, name: str, max_pixels: int,
+            edit: Callable[[Image.Image], Image.Image] | None) -> DecodedImage:
+    img = _open_checked(data, name, max_pixels)
+    fmt = img.format or "unknown"
+    width, height = img.size
     if isinstance(img, JpegImagePlugin.JpegImageFile):  # JPEG and MPO: decode at 1/2, 1/4 or 1/8 through the DCT
         draft = size if edit is None else 4 * size
         img.draft(img.mode, (draft, draft))
@@ -257,9 +332,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(img).astype(np.int64)
+        arr = np.asarray(img)
         top = 65535 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
-        arr8 = (np.clip(arr, 0, top) * 255 // top).astype(np.uint8)
+        arr8 = (np.clip(arr, 0, top).astype(np.uint32) * 255 // top).astype(np.uint8)  # 4 bytes a pixel, not 8
         return Image.fromarray(arr8).convert("RGB")
     if mode == "F":
         arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
@@ -342,3 +417,110 @@ def decode_edited(data: bytes, size: int, kind: str, rng: np.random.Generator, *
     if kind not in EDIT_KINDS:
         raise ValueError(f"unknown edit kind {kind!r}; choose from {', '.join(EDIT_KINDS)}")
     return decode(data, size, name=name, max_pixels=max_pixels, edit=lambda img: _edit(img, kind, rng))
+
+
+# --- thumbnails, for the HTML report ----------------------------------------------------------------------------------
+def thumbnail(path: str | os.PathLike[str], max_side: int = 240, *, quality: int = 80, max_pixels: int = MAX_PIXELS,
+              on_problem: Callable[[str, str], None] | None = None) -> bytes | None:
+    """A small upright JPEG of an image file, or None when the file cannot be read.
+
+    Parameters
+    ----------
+    path : path-like
+    max_side : int
+        Longest side of the thumbnail, in pixels; smaller images are not enlarged.
+    quality : int
+        JPEG quality (1–95).
+    max_pixels : int
+        Decompression-bomb limit, as in :func:`decode`.
+    on_problem : callable, optional
+        Called as ``on_problem(path, reason)`` with a one-line reason when None is returned.
+
+    Returns
+    -------
+    bytes or None
+        JPEG data, EXIF orientation applied, any mode converted to RGB (transparency on white); large JPEGs are
+        decoded at reduced size through the DCT. Only one image is held in memory at a time.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be ≥ 1, got {max_side}")
+    name = os.fsdecode(path)
+    data = b""
+    try:
+        content = read_file(path)
+        data = content.data if content is not None else b""
+        if not data:
+            raise ImageError(name, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = _thumbnail_image(data, max_side, name, max_pixels)
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=quality)
+        return buf.getvalue()
+    except ImageError as e:
+        reason = e.reason
+    except Image.DecompressionBombError as e:
+        reason = f"decompression bomb refused: {e}"
+    except UnidentifiedImageError:
+        kind = sniff_format(data[:16])
+        reason = f"corrupt {kind} file" if kind else "not an image (unknown format)"
+    except Exception as e:  # Pillow's plugins raise many kinds of errors on malformed input; a report must go on
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "truncated" in msg.lower() or isinstance(e, EOFError):
+            detail = msg.replace("image file is truncated", "").strip(" ()")
+            reason = f"truncated image ({detail})" if detail else "truncated image"
+        else:
+            reason = f"corrupt image ({msg})"
+    if on_problem is not None:
+        on_problem(name, reason)
+    return None
+
+
+def _thumbnail_image(data: bytes, max_side: int, name: str, max_pixels: int) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageError(name, f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(name, f"decompression bomb refused: {width}x{height} pixels exceeds the limit of {max_pixels}")
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    if isinstance(img, JpegImagePlugin.JpegImageFile):  # no smaller than the box: at most 1/8 through the DCT
+        img.draft(img.mode, (max_side, max_side))
+    img.load()
+    orientation = _exif_orientation(img)
+    img = _to_rgb(img)
+    if orientation not in (None, 1):
+        img = _apply_orientation(img, orientation)
+    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return img
+
+
+# --- upright greyscale pixels, for geometric verification ---------------------------------------------------------------
+def load_gray(path: str | os.PathLike[str], max_side: int = 256, *, max_pixels: int = MAX_PIXELS) -> NDArray[np.float32]:
+    """An image file as upright greyscale (BT.601 luma) in 0..1, its aspect ratio kept, longest side ``max_side``.
+
+    Raises
+    ------
+    ImageError
+        When the file cannot be read (same reasons as :func:`decode`).
+    """
+    name = os.fsdecode(path)
+    content = read_file(path)
+    data = content.data if content is not None else b""
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = _thumbnail_image(data, max_side, name, max_pixels)
+            if max(img.size) < max_side:  # small images are enlarged too, so that every pair is compared alike
+                s = max_side / max(img.size)
+                img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))),
+                                 Image.Resampling.BILINEAR)
+            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    except ImageError:
+        raise
+    except Exception as e:  # as in decode: no decoder error may stop a run
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(name, f"corrupt image ({msg})") from e

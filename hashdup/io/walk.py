@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,35 +103,51 @@ def _add_file(result: WalkResult, root: int, relpath: str, path: str, seen: set[
 
 def _walk_dir(result: WalkResult, root: int, folder: str, rel: str, hidden: bool, seen_dirs: set[tuple[int, int]],
               seen_files: set[tuple[int, int]]) -> None:
+    """Depth first, in sorted order, with a stack of open listings rather than recursion: folders nested thousands
+    deep (the path length is the only limit) cannot exhaust Python's recursion limit."""
+    stack = [_listing(result, folder, rel, hidden, seen_dirs)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        entry, relpath = item
+        try:
+            is_dir = entry.is_dir()
+            is_file = not is_dir and entry.is_file()
+        except OSError:  # a symlink loop, or vanished while walking
+            is_dir = is_file = False
+        try:
+            is_link = entry.is_symlink()
+        except OSError:
+            is_link = False
+        if is_dir:
+            stack.append(_listing(result, entry.path, relpath + "/", hidden, seen_dirs))
+        elif is_file or (is_link and is_image_name(entry.name)):
+            _add_file(result, root, relpath, entry.path, seen_files)
+
+
+def _listing(result: WalkResult, folder: str, rel: str, hidden: bool,
+             seen_dirs: set[tuple[int, int]]) -> Iterator[tuple[os.DirEntry[str], str]]:
+    """The entries of one folder, sorted by name, with their paths relative to the root; nothing (and a problem
+    or a link recorded) for a folder that cannot be read or was already walked."""
     try:
         st = os.stat(folder)
     except OSError as e:
         result.problems.append((folder, f"cannot open folder: {e.strerror or e}"))
-        return
+        return iter(())
     key = (st.st_dev, st.st_ino)
     if key in seen_dirs:
         result.links += 1
-        return
+        return iter(())
     seen_dirs.add(key)
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as e:
         result.problems.append((folder, f"cannot list folder: {e.strerror or e}"))
-        return
-    for entry in entries:
-        if not hidden and entry.name.startswith("."):
-            continue
-        relpath = f"{rel}{entry.name}"
-        try:
-            is_dir = entry.is_dir()
-            is_file = not is_dir and entry.is_file()
-        except OSError:
-            is_dir = is_file = False
-        if is_dir:
-            _walk_dir(result, root, entry.path, relpath + "/", hidden, seen_dirs, seen_files)
-        elif is_file or (entry.is_symlink() and is_image_name(entry.name)):
-            _add_file(result, root, relpath, entry.path, seen_files)
+        return iter(())
+    return ((e, f"{rel}{e.name}") for e in entries if hidden or not e.name.startswith("."))
 
 
 def display_path(path: str, cwd: str | None = None) -> str:
