@@ -7,7 +7,6 @@ an index can be refitted from disk and gives the same codes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,12 +22,14 @@ from hashdup import __version__, bits
 from hashdup.descriptors import Descriptor, DescriptorName, make_descriptor
 from hashdup.encoders import BaseEncoder, EncoderName, load_encoder, make_encoder
 from hashdup.errors import HashdupError, ImageError, IndexFileError
+from hashdup.extract import STORED_DTYPE, describe_images  # noqa: F401 - importable from here, as before
 from hashdup.index import HammingIndex, connected_groups
 from hashdup.io import images
 from hashdup.io.catalogue import FileRecord, write_catalogue
 from hashdup.io.codefile import CodeFile
-from hashdup.io.store import StoredIndex, commit, new_generation, write_descriptors, writer_lock
-from hashdup.io.walk import WalkResult, display_path, walk
+from hashdup.io.journal import Journal
+from hashdup.io.store import StoredIndex, commit, kill_point, new_generation, write_descriptors, writer_lock
+from hashdup.io.walk import display_path, walk
 from hashdup.supervision import (PathIndex, Supervision, Training, edit_pairs, encode_labels, labels_from_csv,
                                  labels_from_dirs, pairs_from_csv)
 
@@ -37,11 +38,11 @@ DEFAULT_INDEX = ".hashdup"
 #: on 42 real photos with edited copies (bench/RESULTS.md): the largest radius whose groups keep precision 1.0 at
 #: 64 bits (recall of recompressed, resized and EXIF-rotated copies 0.93-1.0); 8/64 dropped group precision to 0.75.
 DEFAULT_RADIUS_FRACTION = 3 / 64
-STORED_DTYPE = np.float16
 
 Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``: called as work advances; stages are "describing" (files), "editing"
-(self-supervised edits) and "training" (epochs or sweeps of a learned encoder)."""
+"""``progress(stage, done, total)``: called as work advances; stages are "hashing" (files whose content is checked
+again, see :mod:`hashdup.indexing`), "describing" (files), "editing" (self-supervised edits) and "training" (epochs or
+sweeps of a learned encoder)."""
 OnProblem = Callable[[str, str], None]
 """``on_problem(path, reason)``: called once for every file that is skipped."""
 
@@ -52,7 +53,14 @@ def _ignore(*_: Any) -> None:
 
 @dataclass
 class IndexSummary:
-    """What ``hashdup index`` did."""
+    """What ``hashdup index`` did.
+
+    ``added``, ``updated``, ``removed`` and ``unchanged`` count catalogue records (indexed or skipped files) against
+    the previous index; ``decoded`` files were read and described by this run, ``resumed`` ones taken from the
+    journal of an interrupted run, ``rehashed`` ones hashed to confirm their content (see :mod:`hashdup.indexing`).
+    ``rebuild`` says why nothing of the previous index was reused, ``refit`` why the encoder was fitted again
+    (both "" when not applicable); ``stale_lock`` names the holder of a lock left by a killed run that was taken over.
+    """
 
     index: str
     files: int = 0
@@ -63,72 +71,17 @@ class IndexSummary:
     links: int = 0
     training: str = ""
     seconds: float = 0.0
-
-
-def describe_images(descriptor: Descriptor, pixels: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
-    """Descriptors of decoded images, rounded through the stored dtype (float16)."""
-    if not pixels:
-        return np.zeros((0, descriptor.n_features), dtype=np.float32)
-    return descriptor.describe(np.stack(pixels)).astype(STORED_DTYPE).astype(np.float32)
-
-
-def _extract(found: WalkResult, descriptor: Descriptor, summary: IndexSummary, progress: Progress,
-             on_problem: OnProblem, batch_size: int) -> tuple[list[FileRecord], NDArray[np.float32]]:
-    """Read, hash, decode and describe the walked files in order; returns catalogue records and the (n_ok, d)
-    descriptors (row i for id i). Files with the same bytes as an earlier one are not decoded again."""
-    records: list[FileRecord] = []
-    first_by_hash: dict[str, FileRecord] = {}
-    copies: list[tuple[int, int]] = []  # (id, id of the earlier file with the same bytes)
-    batch_ids: list[int] = []
-    batch_pixels: list[NDArray[np.uint8]] = []
-    described: list[tuple[list[int], NDArray[np.float32]]] = []
-    n_ok = 0
-    total = len(found.files)
-
-    def flush() -> None:
-        if batch_pixels:
-            described.append((list(batch_ids), describe_images(descriptor, batch_pixels)))
-            batch_ids.clear()
-            batch_pixels.clear()
-
-    for done, f in enumerate(found.files, start=1):
-        path, root, rel = found.abspath(f), f.root, f.relpath
-        size = mtime = None
-        try:
-            content = images.read_file(path, only_images=True)
-            if content is None:
-                summary.ignored += 1
-                continue
-            size, mtime = content.size, content.mtime_ns
-            digest = hashlib.blake2b(content.data, digest_size=16).hexdigest()
-            earlier = first_by_hash.get(digest)
-            if earlier is not None:
-                rec = FileRecord(n_ok, root, rel, size, mtime, digest, earlier.width, earlier.height, earlier.format)
-                copies.append((n_ok, earlier.id))  # type: ignore[arg-type]
-                summary.exact_duplicates += 1
-            else:
-                img = images.decode(content.data, descriptor.image_size, name=path)
-                rec = FileRecord(n_ok, root, rel, size, mtime, digest, img.width, img.height, img.format)
-                first_by_hash[digest] = rec
-                batch_ids.append(n_ok)
-                batch_pixels.append(img.pixels)
-            n_ok += 1
-            records.append(rec)
-        except ImageError as e:
-            records.append(FileRecord(None, root, rel, size, mtime, status="error", error=e.reason))
-            summary.skipped.append((display_path(path), e.reason))
-            on_problem(display_path(path), e.reason)
-        finally:
-            if len(batch_pixels) >= batch_size:
-                flush()
-            progress("describing", done, total)
-    flush()
-    X = np.zeros((n_ok, descriptor.n_features), dtype=np.float32)
-    for ids, rows in described:
-        X[ids] = rows
-    for i, j in copies:
-        X[i] = X[j]
-    return records, X
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    decoded: int = 0
+    resumed: int = 0
+    rehashed: int = 0
+    encoder_reused: bool = False
+    rebuild: str = ""
+    refit: str = ""
+    stale_lock: str = ""
 
 
 def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.PathLike[str] = DEFAULT_INDEX, *,
@@ -136,15 +89,22 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
                 encoder: EncoderName = "lsh",
                 n_bits: int = 64, seed: int = 0, hidden: bool = False, batch_size: int = 32,
                 supervision: Supervision = Supervision(), encoder_params: dict[str, Any] | None = None,
-                progress: Progress = _ignore, on_problem: OnProblem = _ignore) -> IndexSummary:
+                refit: bool = False, progress: Progress = _ignore, on_problem: OnProblem = _ignore,
+                workers: int | None = None, dask: Any = None) -> IndexSummary:
     """Index folders of images: walk, describe, fit the encoder, encode, and write a new index generation.
+
+    An existing index in ``index_dir`` is updated incrementally (:mod:`hashdup.indexing`): files whose size and
+    modification time are unchanged are not read again, new and modified files are described, files no longer found
+    are dropped, and the fitted encoder is reused unless ``refit`` or a changed setting asks for a new fit; with
+    other descriptor settings everything is described again. Descriptors are journaled as they are computed, so a
+    run that is killed loses little: the next one resumes (:mod:`hashdup.io.journal`).
 
     Parameters
     ----------
     paths : sequence of path-like
         Folders (walked recursively) and single image files.
     index_dir : path-like, default ".hashdup"
-        Index folder; an existing index there is replaced atomically when this run succeeds.
+        Index folder; an existing index there is updated and replaced atomically when this run succeeds.
     descriptor : {"gist", "color", "gist+color"}
     descriptor_params : dict, optional
         Keyword parameters of the descriptor.
@@ -161,8 +121,16 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
         Labels, pairs or self-supervised edits for the encoders that learn from them (:mod:`hashdup.supervision`).
     encoder_params : dict, optional
         Further keyword parameters of the encoder.
+    refit : bool, default False
+        Fit the encoder again even when the previous index's encoder was made with the same settings.
     progress, on_problem : callables
         See :data:`Progress` and :data:`OnProblem`.
+    workers : int, optional
+        Processes that read, decode and describe files (default: the CPU cores available; 1: this process only).
+        The index is the same bytes whatever the number.
+    dask : str or distributed.Client, optional
+        Read, decode and describe on a Dask cluster instead (``"tcp://scheduler:8786"``); its workers must import
+        hashdup and see the same paths. See :func:`hashdup.extract.extract`.
 
     Returns
     -------
@@ -178,8 +146,12 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     enc = make_encoder(encoder, n_bits=n_bits, random_state=seed, **(encoder_params or {}))
     if supervision.explicit and enc.supervision == "none":
         raise HashdupError(f"the {enc.name} encoder does not learn from labels or pairs; use itml or rbm")
-    with writer_lock(index_dir):
-        return _build(paths, Path(index_dir), desc, enc, hidden, batch_size, supervision, seed, progress, on_problem)
+    extract_options: dict[str, Any] = {"workers": workers, "dask": dask}
+    with writer_lock(index_dir) as lease:
+        summary = _build(paths, Path(index_dir), desc, enc, hidden, batch_size, supervision, seed, refit,
+                         extract_options, progress, on_problem)
+    summary.stale_lock = lease.stale.describe() if lease.stale else ""
+    return summary
 
 
 def _training(enc: BaseEncoder, X: NDArray[np.float32], ok: list[FileRecord], roots: list[str], desc: Descriptor,
@@ -209,49 +181,84 @@ def _training(enc: BaseEncoder, X: NDArray[np.float32], ok: list[FileRecord], ro
 
 
 def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descriptor, enc: BaseEncoder, hidden: bool,
-           batch_size: int, sup: Supervision, seed: int, progress: Progress, on_problem: OnProblem) -> IndexSummary:
+           batch_size: int, sup: Supervision, seed: int, refit: bool, extract_options: dict[str, Any],
+           progress: Progress, on_problem: OnProblem) -> IndexSummary:
+    from hashdup import indexing
+
     t0 = time.perf_counter()
-    n_bits = enc.n_bits
+    started_ns = time.time_ns()  # before any file is looked at (see hashdup.io.journal.in_doubt)
     found = walk(paths, hidden=hidden)
     summary = IndexSummary(index=str(index_dir), links=found.links)
     for p, reason in found.problems:
         summary.skipped.append((display_path(p), reason))
         on_problem(display_path(p), reason)
-    records, X = _extract(found, desc, summary, progress, on_problem, batch_size)
-    summary.files = len(records)
-    summary.indexed = X.shape[0]
-    if summary.indexed == 0:
-        where = ", ".join(os.fsdecode(p) for p in paths)
-        raise HashdupError(f"no images could be indexed under {where} ({len(summary.skipped)} skipped, "
-                           f"{summary.ignored} non-image files ignored)")
-    training = _training(enc, X, [r for r in records if r.id is not None], found.roots, desc, sup, seed, progress)
+    settings = indexing.descriptor_settings(desc)
+    prev = indexing.open_previous(index_dir, settings)
+    summary.rebuild = prev.reason
+    journal = Journal(index_dir, settings, desc.n_features, commit_every=batch_size,
+                      on_commit=lambda: kill_point("journal"))
     try:
-        enc.fit(training.X, training.y, pairs=training.pairs,
-                progress=lambda done, total: progress("training", done, total))
-    except ValueError as e:
-        raise HashdupError(f"cannot fit the {enc.name} encoder on {training.X.shape[0]} rows: {e}") from e
-    summary.training = training.description
-    codes = enc.encode(X)
-    gen = new_generation(index_dir)
-    CodeFile.write(gen.path("codes"), codes, n_bits, enc.fingerprint())
-    from hashdup.index.buckets import BucketTables
-
-    BucketTables.build(codes, n_bits, random_state=seed, fingerprint=enc.fingerprint()).write(gen.path("buckets"))
-    write_catalogue(gen.path("catalogue"), found.roots, records)
-    write_descriptors(gen.path("descriptors"), X.astype(STORED_DTYPE))
-    enc.save(gen.path("encoder"))
-    commit(gen, {
-        "hashdup": __version__,
-        "roots": found.roots,
-        "descriptor": {"name": desc.name, "params": desc.get_params(), "n_features": desc.n_features,
-                       "dtype": np.dtype(STORED_DTYPE).name},
-        "encoder": {"name": enc.name, "n_bits": n_bits, "params": enc.json_params(),
-                    "fingerprint": enc.fingerprint().hex(), "training": training.description},
-        "counts": {"files": summary.files, "indexed": summary.indexed, "errors": summary.files - summary.indexed,
-                   "exact_duplicates": summary.exact_duplicates},
-    })
+        records, X16, source = indexing.gather(found, desc, prev, journal, summary, progress, on_problem,
+                                               batch_size, extract_options)
+        summary.files = len(records)
+        summary.indexed = X16.shape[0]
+        if summary.indexed == 0:
+            where = ", ".join(os.fsdecode(p) for p in paths)
+            raise HashdupError(f"no images could be indexed under {where} ({len(summary.skipped)} skipped, "
+                               f"{summary.ignored} non-image files ignored)")
+        sup_settings = indexing.supervision_settings(sup)
+        reused, summary.refit = indexing.reusable_encoder(prev, enc, sup_settings, refit)
+        if reused is not None:
+            enc, summary.encoder_reused = reused, True
+            summary.training = prev.manifest["encoder"].get("training", "")  # type: ignore[index]
+            fitted_rows = prev.manifest["encoder"].get("fitted_rows")  # type: ignore[index]
+            codes = indexing.codes_reusing(enc, X16, source, prev.stored.codes.codes)  # type: ignore[union-attr]
+        else:
+            X = X16.astype(np.float32)
+            training = _training(enc, X, [r for r in records if r.id is not None], found.roots, desc, sup, seed,
+                                 progress)
+            try:
+                enc.fit(training.X, training.y, pairs=training.pairs,
+                        progress=lambda done, total: progress("training", done, total))
+            except ValueError as e:
+                raise HashdupError(f"cannot fit the {enc.name} encoder on {training.X.shape[0]} rows: {e}") from e
+            del X
+            summary.training, fitted_rows = training.description, int(training.X.shape[0])
+            codes = indexing.encode_rows(enc, X16)
+    finally:
+        journal.close()
+        prev.close()
+    _write_generation(index_dir, found.roots, records, X16, codes, enc, seed, summary, {
+        "started_ns": started_ns, "descriptor": settings, "supervision": sup_settings,
+        "encoder": {"name": enc.name, "n_bits": enc.n_bits, "params": enc.json_params(),
+                    "fingerprint": enc.fingerprint().hex(), "training": summary.training,
+                    "fitted_rows": fitted_rows}})
+    journal.remove()  # its rows are all in the committed generation now
+    kill_point("journal-removed")
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _write_generation(index_dir: Path, roots: list[str], records: list[FileRecord], X16: NDArray[np.float16],
+                      codes: NDArray[np.uint8], enc: BaseEncoder, seed: int, summary: IndexSummary,
+                      fields: dict[str, Any]) -> None:
+    """Write every file of a new generation (each flushed to disk under its final name), then commit it."""
+    from hashdup.index.buckets import BucketTables
+
+    gen = new_generation(index_dir)
+    CodeFile.write(gen.path("codes"), codes, enc.n_bits, enc.fingerprint())
+    kill_point("written")
+    BucketTables.build(codes, enc.n_bits, random_state=seed, fingerprint=enc.fingerprint()).write(gen.path("buckets"))
+    kill_point("written")
+    write_catalogue(gen.path("catalogue"), roots, records)
+    kill_point("written")
+    write_descriptors(gen.path("descriptors"), X16)
+    kill_point("written")
+    enc.save(gen.path("encoder"))
+    kill_point("written")
+    commit(gen, {"hashdup": __version__, "roots": roots, **fields,
+                 "counts": {"files": summary.files, "indexed": summary.indexed,
+                            "errors": summary.files - summary.indexed, "exact_duplicates": summary.exact_duplicates}})
 
 
 class Index:

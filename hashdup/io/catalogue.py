@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import quote
 
@@ -110,6 +110,11 @@ class Catalogue:
                 found[rec.id] = rec  # type: ignore[index]
         return [found[i] for i in wanted]
 
+    def by_path(self) -> dict[str, FileRecord]:
+        """Every record, indexed or skipped, by absolute path (see :meth:`abspath`)."""
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM files")
+        return {self.abspath(rec): rec for rec in map(_row_to_record, rows)}
+
     def errors(self) -> list[FileRecord]:
         """Files that were skipped, in path order."""
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE status = 'error' ORDER BY root, path")
@@ -163,7 +168,8 @@ def write_catalogue(path: str | os.PathLike[str], roots: list[str], records: Ite
             db.executemany("INSERT INTO roots VALUES (?, ?)", [(i, _enc(r)) for i, r in enumerate(roots)])
             marks = ",".join("?" * len(fields(FileRecord)))
             db.executemany(f"INSERT INTO files ({_COLUMNS}) VALUES ({marks})",
-                           ((*astuple(r)[:2], _enc(r.path), *astuple(r)[3:]) for r in records))
+                           ((r.id, r.root, _enc(r.path), r.size, r.mtime_ns, r.blake2b, r.width, r.height, r.format,
+                             r.status, r.error) for r in records))
             db.commit()
         finally:
             db.close()

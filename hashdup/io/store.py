@@ -5,7 +5,9 @@ Layout of an index folder (default ``./.hashdup/``)::
     index.json                 the manifest: format version, generation, roots, descriptor and encoder
                                settings, counts, the name, size and checksum of every file below, and a
                                checksum of the manifest itself
-    writer.lock                held (flock) by the one run allowed to write
+    writer.lock                held (flock) by the one run allowed to write, naming it (:mod:`hashdup.io.lock`)
+    journal.sqlite             only while a run works (or after it was killed): descriptors computed so far, so
+                               the next run resumes (:mod:`hashdup.io.journal`); never read by queries
     codes-NNNNNN.hdc           packed codes (:class:`~hashdup.io.codefile.CodeFile`), row i = catalogue id i
     catalogue-NNNNNN.sqlite    one row per file seen (:mod:`hashdup.io.catalogue`)
     descriptors-NNNNNN.npy     float16 descriptors, row i = catalogue id i, memory-mapped on demand
@@ -14,42 +16,75 @@ Layout of an index folder (default ``./.hashdup/``)::
                                demand
 
 A run writes every file of a new generation under a new name (each atomically: temporary file, fsync, rename), then
-replaces ``index.json`` atomically, then deletes older generations. Whenever a run is killed, ``index.json``
-names either the old complete generation or the new one, so the index always opens. Writers take
-:func:`writer_lock`, so two runs never write the same generation.
+replaces ``index.json`` atomically (temporary file, fsync, rename, fsync of the folder), then deletes the
+generations before the previous one. Whenever a run is killed, ``index.json`` names either the old complete
+generation or the new one, so the index always opens. Writers take :func:`writer_lock`, so two runs never write
+the same generation.
+
+Readers never lock and always see the last committed generation. The previous generation is kept until the next
+commit, so a reader that read the manifest just before a commit still finds its files; a reader that finds a file
+missing anyway (two commits in between) reads the manifest again and retries. Once open, a
+:class:`StoredIndex` holds every file of its generation open, so the files it reads later (descriptors, bucket
+tables) are still that generation's even after commits have deleted them (through ``/proc/self/fd`` on Linux).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
+import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.errors import HashdupError, IndexFileError, NoIndexError
-from hashdup.io.atomic import atomic_open, atomic_write_bytes, file_digest, fsync_dir, remove_stale_temps
+from hashdup.errors import IndexFileError, NoIndexError
+from hashdup.io.atomic import atomic_open, file_digest, fsync_dir, remove_stale_temps, temp_path
 from hashdup.io.catalogue import Catalogue
 from hashdup.io.codefile import CodeFile
+from hashdup.io.lock import LOCK, writer_lock
+
+__all__ = ["LOCK", "writer_lock", "Generation", "read_manifest", "new_generation", "commit", "StoredIndex",
+           "write_descriptors", "kill_point"]
 
 MANIFEST = "index.json"
-LOCK = "writer.lock"
+#: Largest manifest read; real ones are a few kB (a few more per root folder).
+MAX_MANIFEST_BYTES = 16 << 20
 FORMAT = "hashdup-index"
 VERSION = 1
 KINDS = {"codes": "hdc", "catalogue": "sqlite", "descriptors": "npy", "encoder": "npz", "buckets": "hdb"}
 #: Files that carry their own checksum in their header (the manifest records only their size).
 SELF_CHECKED = ("codes", "buckets")
 _GEN_FILE = re.compile(r"^(codes|catalogue|descriptors|encoder|buckets)-(\d{6})\.(hdc|sqlite|npy|npz|hdb)$")
+#: Times a reader re-reads the manifest when a file it names vanished under it (a commit in between).
+OPEN_ATTEMPTS = 5
+_KILL_COUNTS: dict[str, int] = {}
+
+
+def kill_point(stage: str) -> None:
+    """Test hook of the crash tests: with ``HASHDUP_TEST_KILL_AT=stage:n`` in the environment, the process kills
+    itself with SIGKILL the ``n``-th time it reaches ``stage`` (no cleanup of any kind runs). Does nothing otherwise.
+
+    Stages: ``journal`` (after a journal commit), ``written`` (after each generation file, in the order codes,
+    buckets, catalogue, descriptors, encoder), ``manifest-synced`` (the new manifest flushed, not yet renamed),
+    ``manifest-renamed`` (renamed, folder not yet flushed, old files all there), ``deleting`` (after each deleted
+    old file), ``journal-removed``.
+    """
+    target = os.environ.get("HASHDUP_TEST_KILL_AT")
+    if not target:
+        return
+    name, _, n = target.partition(":")
+    if name != stage:
+        return
+    _KILL_COUNTS[stage] = _KILL_COUNTS.get(stage, 0) + 1
+    if _KILL_COUNTS[stage] == int(n or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -83,9 +118,14 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise NoIndexError(f"no index at {folder} (no {MANIFEST}); run `hashdup index DIR` first")
     try:
-        manifest = json.loads(path.read_bytes())
-    except (OSError, ValueError) as e:
-        raise IndexFileError(str(path), f"unreadable manifest: {e}") from e
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise IndexFileError(str(path), f"manifest is over {MAX_MANIFEST_BYTES} bytes: not a hashdup manifest")
+        manifest = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+        detail = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise IndexFileError(str(path), f"unreadable manifest: {detail}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexFileError(str(path), "not a hashdup index manifest")
     if manifest.get("version") != VERSION:
@@ -102,6 +142,9 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
         for kind in KINDS:
             if not isinstance(manifest["files"][kind]["name"], str) or not isinstance(manifest["files"][kind]["bytes"], int):
                 raise TypeError(f"files.{kind}")
+            name = manifest["files"][kind]["name"]
+            if name in ("", ".", "..") or os.path.basename(name) != name or "\0" in name:  # files live in the folder
+                raise TypeError(f"files.{kind}.name {name!r} is not a file name")
     except (KeyError, TypeError) as e:
         raise IndexFileError(str(path), f"malformed manifest ({e})") from e
     return manifest
@@ -112,31 +155,6 @@ _MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
     "descriptor.name": str, "descriptor.params": dict, "descriptor.n_features": int,
     "encoder.name": str, "encoder.n_bits": int, "encoder.fingerprint": str,
 }
-
-
-@contextlib.contextmanager
-def writer_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the index folder's writer lock (creating the folder): one writing run at a time.
-
-    The lock is an ``flock`` on ``writer.lock``, released by the kernel when the process ends however it ends, so a
-    killed run never leaves a stale lock.
-
-    Raises
-    ------
-    HashdupError
-        When another process holds the lock.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise HashdupError(f"another hashdup run is writing the index at {folder}; try again when it ends") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def new_generation(folder: str | os.PathLike[str]) -> Generation:
@@ -152,11 +170,16 @@ def new_generation(folder: str | os.PathLike[str]) -> Generation:
 
 
 def commit(gen: Generation, fields: dict[str, Any]) -> dict[str, Any]:
-    """Make ``gen`` the current generation: write the manifest atomically, then delete older generations' files.
+    """Make ``gen`` the current generation: write the manifest atomically, then delete the files of every
+    generation but ``gen`` and the one the replaced manifest named (kept for readers that opened it just before).
 
     ``fields`` are stored in the manifest next to the format, generation, creation time and the files' sizes and
-    checksums, which are computed here from the files on disk.
+    checksums, which are computed here from the files on disk (each already flushed to disk by its writer).
     """
+    try:
+        keep = {gen.number, int(read_manifest(gen.folder)["generation"])}
+    except (NoIndexError, IndexFileError):
+        keep = {gen.number}
     files = {}
     for kind in KINDS:
         p = gen.path(kind)
@@ -169,11 +192,24 @@ def commit(gen: Generation, fields: dict[str, Any]) -> dict[str, Any]:
     manifest = {"format": FORMAT, "version": VERSION, "generation": gen.number,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields, "files": files}
     manifest["checksum"] = _manifest_checksum(manifest)
-    atomic_write_bytes(gen.folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    for p in gen.folder.iterdir():
+    path = gen.folder / MANIFEST
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        kill_point("manifest-synced")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    kill_point("manifest-renamed")
+    fsync_dir(gen.folder)
+    for p in sorted(gen.folder.iterdir()):
         m = _GEN_FILE.match(p.name)
-        if m and int(m.group(2)) < gen.number:
+        if m and int(m.group(2)) not in keep:
             p.unlink(missing_ok=True)
+            kill_point("deleting")
     fsync_dir(gen.folder)
     return manifest
 
@@ -197,8 +233,29 @@ class StoredIndex:
 
     def __init__(self, folder: str | os.PathLike[str], *, verify: bool = True) -> None:
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder)
         self._verify = verify
+        self._pins: dict[str, BinaryIO] = {}
+        for attempt in range(OPEN_ATTEMPTS):
+            self.manifest = read_manifest(self.folder)
+            try:
+                self._open()
+                return
+            except (IndexFileError, OSError):
+                self.close()
+                # a writer committed since the manifest was read, and removed what it named: read it again
+                if attempt + 1 == OPEN_ATTEMPTS or read_manifest(self.folder) == self.manifest:
+                    raise
+
+    def _pin(self, kind: str, p: Path) -> None:
+        """Hold ``p`` open for the life of this object, so that :meth:`path` can still reach it when a later commit
+        deletes it (files opened later, such as the descriptors and bucket tables, then stay this generation's)."""
+        try:
+            self._pins[kind] = open(p, "rb", buffering=0)  # noqa: SIM115 - closed by close() (or collected)
+        except FileNotFoundError:
+            raise IndexFileError(str(p), f"{kind} file is missing") from None
+
+    def _open(self) -> None:
+        verify = self._verify
         files = self.manifest.get("files", {})
         for kind in KINDS:
             entry = files.get(kind)
@@ -207,6 +264,7 @@ class StoredIndex:
             p = self.path(kind)
             if not p.is_file():
                 raise IndexFileError(str(p), f"{kind} file is missing")
+            self._pin(kind, p)
             if p.stat().st_size != entry.get("bytes"):
                 raise IndexFileError(str(p), f"{kind} file is {p.stat().st_size} bytes, manifest says {entry.get('bytes')}")
             if verify and kind in ("catalogue", "encoder") and file_digest(p) != entry.get("blake2b"):
@@ -224,7 +282,20 @@ class StoredIndex:
                                  f"{self.codes.n_rows} rows")
 
     def path(self, kind: str) -> Path:
-        return self.folder / self.manifest["files"][kind]["name"]
+        """The file of ``kind`` of the opened generation. Should a later commit have deleted it, the path leads to
+        the copy this object holds open, through ``/proc/self/fd`` where the system has it (Linux)."""
+        p = self.folder / self.manifest["files"][kind]["name"]
+        pin = self._pins.get(kind)
+        if pin is None or pin.closed:
+            return p
+        try:
+            st, held = os.stat(p), os.fstat(pin.fileno())
+            if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+                return p
+        except OSError:
+            pass
+        proc = Path(f"/proc/self/fd/{pin.fileno()}")
+        return proc if proc.exists() else p
 
     @cached_property
     def descriptors(self) -> NDArray[np.floating]:
@@ -242,7 +313,11 @@ class StoredIndex:
         return X
 
     def close(self) -> None:
-        self.catalogue.close()
+        if hasattr(self, "catalogue"):
+            self.catalogue.close()
+        for pin in self._pins.values():
+            pin.close()
+        self._pins.clear()
 
 
 def write_descriptors(path: str | os.PathLike[str], X: NDArray[np.floating]) -> None:
