@@ -1,23 +1,39 @@
 """Reading, hashing, decoding and describing files: the per-file work of ``hashdup index``.
 
-:func:`extract` yields one :class:`Extracted` per input path, in input order, whatever runs the work.
+:func:`extract` yields one :class:`Extracted` per input path, in input order, whatever runs the work: the calling
+process (``workers=1``), a local process pool (``workers=N``) or a Dask cluster (``dask=ADDRESS``). Paths are cut
+into chunks of ``chunk_size`` files; at most ``2 × workers`` chunks are in flight, so memory stays bounded whatever
+the number of files, and the results are the same bytes however the work is spread: every descriptor gives an
+image the same row alone as in any batch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import itertools
+import json
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from hashdup.descriptors import Descriptor
-from hashdup.errors import ImageError
+from hashdup.errors import HashdupError, ImageError
 from hashdup.io import images
 
 #: Descriptors are stored as float16; every descriptor leaves :func:`extract` rounded through it.
 STORED_DTYPE = np.float16
+#: The reason recorded for a file whose decoding kills the worker process (a crash in a native decoder).
+CRASHED = "decoder crashed"
+#: Thread pools each worker process is limited to, so that N workers use N cores.
+_THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                  "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -49,9 +65,9 @@ def describe_images(descriptor: Descriptor, pixels: Sequence[NDArray[np.uint8]])
 
 
 def extract_chunk(paths: Sequence[str], descriptor: Descriptor, start: int = 0) -> list[Extracted]:
-    """Extract a chunk of files in one process; ``start`` is the position of ``paths[0]`` in the whole run."""
+    """Extract a chunk of files in this process; ``start`` is the position of ``paths[0]`` in the whole run."""
     out: list[Extracted | None] = [None] * len(paths)
-    pending: list[tuple[int, FileInfo]] = []
+    pending: list[tuple[int, Extracted]] = []
     pixels: list[NDArray[np.uint8]] = []
     for n, path in enumerate(paths):
         size = mtime = None
@@ -63,41 +79,257 @@ def extract_chunk(paths: Sequence[str], descriptor: Descriptor, start: int = 0) 
             size, mtime = content.size, content.mtime_ns
             digest = hashlib.blake2b(content.data, digest_size=16).hexdigest()
             img = images.decode(content.data, descriptor.image_size, name=path)
-            pending.append((n, FileInfo(size, mtime, digest, img.width, img.height, img.format)))
+            pending.append((n, Extracted(start + n, size, mtime, digest, img.width, img.height, img.format)))
             pixels.append(img.pixels)
         except ImageError as e:
             out[n] = Extracted(start + n, size, mtime, error=e.reason)
     X = describe_images(descriptor, pixels)
-    for (n, f), row in zip(pending, X, strict=True):
-        out[n] = Extracted(start + n, f.size, f.mtime_ns, f.blake2b, f.width, f.height, f.format, descriptor=row)
+    for (n, done), row in zip(pending, X, strict=True):
+        out[n] = replace(done, descriptor=row)
     return out  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class FileInfo:
-    size: int
-    mtime_ns: int
-    blake2b: str
-    width: int
-    height: int
-    format: str
+@functools.lru_cache(maxsize=8)
+def _descriptor(name: str, params_json: str) -> Descriptor:
+    """A descriptor rebuilt from its name and JSON parameters, once per process (its filter bank is cached)."""
+    from hashdup.descriptors import make_descriptor
+
+    return make_descriptor(name, **json.loads(params_json))
 
 
-def extract(paths: Sequence[str], descriptor: Descriptor, *, chunk_size: int = 32) -> Iterator[Extracted]:
+def extract_chunk_by_name(paths: Sequence[str], name: str, params_json: str, start: int = 0) -> list[Extracted]:
+    """:func:`extract_chunk` with the descriptor given by name and JSON parameters: the task a worker runs."""
+    return extract_chunk(paths, _descriptor(name, params_json), start)
+
+
+#: The function worker processes run on each chunk (replaced in tests to simulate a crashing decoder).
+_chunk_task: Callable[[Sequence[str], str, str, int], list[Extracted]] = extract_chunk_by_name
+
+
+def default_workers() -> int:
+    """The number of CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def extract(paths: Iterable[str], descriptor: Descriptor, *, workers: int | None = None, dask: Any = None,
+            chunk_size: int = 32) -> Iterator[Extracted]:
     """Extract every file, yielding results in input order.
 
     Parameters
     ----------
-    paths : sequence of str
-        Absolute file paths.
+    paths : iterable of str
+        Absolute file paths; consumed lazily, a few chunks ahead of the results.
     descriptor : Descriptor
+        Rebuilt in worker processes from its name and :meth:`~Descriptor.get_params`.
+    workers : int, optional
+        Worker processes; default: the CPU cores this process may use (its affinity mask). 1, or input that fits
+        in one chunk, runs everything in this process.
+    dask : str or distributed.Client, optional
+        Address of a Dask scheduler (``"tcp://host:8786"``) or a connected client: chunks run as Dask tasks on its
+        workers, which must be able to import hashdup and read the same paths. ``workers`` then only sets how many
+        chunks are in flight (default: the cluster's worker threads).
     chunk_size : int
-        Files handled together (one descriptor batch).
+        Files handled together by one task (one descriptor batch).
 
     Yields
     ------
     Extracted
         One per path, ``position`` 0, 1, 2, ...
+
+    Notes
+    -----
+    A worker process that dies (a segmentation fault in a native decoder, the out-of-memory killer) does not stop
+    the run: its chunk is run again file by file, each in a fresh process, and the file that kills its process is
+    reported with the error :data:`CRASHED`. Worker processes start from a fork server that has imported hashdup
+    once, with one thread per native thread pool (OpenMP, BLAS; ``scipy.fft`` runs single-threaded by default), so
+    that N workers keep N cores busy without oversubscribing them.
     """
-    for a in range(0, len(paths), chunk_size):
-        yield from extract_chunk(paths[a : a + chunk_size], descriptor, a)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be ≥ 1, got {chunk_size}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be ≥ 1, got {workers}")
+    chunks = _chunks(paths, chunk_size)
+    if dask is not None:
+        yield from _run_dask(chunks, descriptor, dask, workers)
+        return
+    head = list(itertools.islice(chunks, 2))
+    chunks = itertools.chain(head, chunks)
+    if (workers or default_workers()) == 1 or len(head) < 2:  # a pool cannot speed up a single chunk
+        for start, part in chunks:
+            yield from extract_chunk(part, descriptor, start)
+    else:
+        yield from _run_pool(chunks, descriptor, workers or default_workers())
+
+
+def _chunks(paths: Iterable[str], size: int) -> Iterator[tuple[int, list[str]]]:
+    """``(position of the first path, paths)`` for consecutive chunks of ``size`` paths."""
+    it = iter(paths)
+    start = 0
+    while part := list(itertools.islice(it, size)):
+        yield start, part
+        start += len(part)
+
+
+def _spec(descriptor: Descriptor) -> tuple[str, str]:
+    return descriptor.name, json.dumps(descriptor.get_params(), sort_keys=True)
+
+
+# --- local process pool -------------------------------------------------------------------------------------------
+def _limit_threads() -> None:
+    """Worker initializer: one thread per worker process in every native thread pool it may start later."""
+    for var in _THREAD_LIMITS:
+        os.environ[var] = "1"
+
+
+@contextlib.contextmanager
+def _single_threaded_environment() -> Iterator[None]:
+    """Set the thread-pool variables to 1 while worker processes start, so they inherit them before numpy and
+    scipy load their native libraries; the parent's own environment is restored afterwards."""
+    saved = {var: os.environ.get(var) for var in _THREAD_LIMITS}
+    os.environ.update({var: "1" for var in _THREAD_LIMITS})
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+def _new_pool(workers: int):  # noqa: ANN202 - concurrent.futures.ProcessPoolExecutor
+    """A process pool whose workers start from a fork server that has already imported hashdup (no fork of a
+    threaded parent; cheap restarts after a crash); plain spawn where fork servers do not exist."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["hashdup.extract"])
+    else:  # pragma: no cover - Windows
+        ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_limit_threads)
+
+
+def _run_pool(chunks: Iterator[tuple[int, list[str]]], descriptor: Descriptor, workers: int) -> Iterator[Extracted]:
+    """Chunks on a local process pool, at most ``2 × workers`` in flight, results in order."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    name, params = _spec(descriptor)
+    in_flight: deque[tuple[int, list[str], Any]] = deque()
+    pool = _new_pool(workers)
+
+    def fill() -> None:
+        for start, part in itertools.islice(chunks, 2 * workers - len(in_flight)):
+            in_flight.append((start, part, pool.submit(_chunk_task, part, name, params, start)))
+
+    try:
+        with _single_threaded_environment():  # the workers start on the first submissions
+            fill()
+        while in_flight:
+            start, part, future = in_flight.popleft()
+            try:
+                results = future.result()
+            except BrokenProcessPool:  # a worker died: this chunk or another one in flight killed it
+                pool.shutdown(wait=True, cancel_futures=True)
+                results = list(_isolate(part, start, name, params))
+                pool = _new_pool(workers)
+                with _single_threaded_environment():  # chunks that finished before the crash keep their results
+                    in_flight = deque((s, p, f if _succeeded(f) else pool.submit(_chunk_task, p, name, params, s))
+                                      for s, p, f in in_flight)
+            yield from results
+            with _single_threaded_environment():
+                fill()
+    finally:
+        for _, _, future in in_flight:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _succeeded(future: Any) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _isolate(paths: list[str], start: int, name: str, params: str) -> Iterator[Extracted]:
+    """Run a chunk whose worker died again, one file per task in a fresh one-process pool, so that the file that
+    kills the process is known; it is reported as :data:`CRASHED` and the pool is replaced."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = None
+    try:
+        for n, path in enumerate(paths):
+            if pool is None:
+                pool = _new_pool(1)
+            try:
+                with _single_threaded_environment():
+                    future = pool.submit(_chunk_task, [path], name, params, start + n)
+                yield future.result()[0]
+            except BrokenProcessPool:
+                pool.shutdown(wait=True)
+                pool = None
+                yield _crashed(path, start + n)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _crashed(path: str, position: int) -> Extracted:
+    try:
+        st = os.stat(path)
+        return Extracted(position, st.st_size, st.st_mtime_ns, error=CRASHED)
+    except OSError:
+        return Extracted(position, error=CRASHED)
+
+
+# --- Dask ---------------------------------------------------------------------------------------------------------
+def _run_dask(chunks: Iterator[tuple[int, list[str]]], descriptor: Descriptor, dask: Any,
+              workers: int | None) -> Iterator[Extracted]:
+    """Chunks as tasks on a Dask cluster, a bounded number in flight, results in order."""
+    try:
+        import distributed
+    except ImportError as e:
+        raise HashdupError("--dask needs the dask extra: pip install 'hashdup[dask]'") from e
+    own = not isinstance(dask, distributed.Client)
+    try:
+        client = distributed.Client(dask) if own else dask
+    except (OSError, TimeoutError, ValueError) as e:
+        raise HashdupError(f"cannot connect to the Dask scheduler at {dask}: {e}") from e
+    try:
+        if workers is None:
+            workers = max(1, sum(client.nthreads().values()))
+        name, params = _spec(descriptor)
+        in_flight: deque[tuple[int, list[str], Any]] = deque()
+
+        def fill() -> None:
+            for start, part in itertools.islice(chunks, 2 * workers - len(in_flight)):
+                in_flight.append((start, part, client.submit(_chunk_task, part, name, params, start, pure=False)))
+
+        fill()
+        while in_flight:
+            start, part, future = in_flight.popleft()
+            try:
+                results = future.result()
+            except distributed.KilledWorker:  # the chunk killed workers repeatedly: find the file, one per task
+                results = _isolate_dask(client, part, start, name, params)
+            yield from results
+            fill()
+    finally:
+        if own:
+            client.close()
+
+
+def _isolate_dask(client: Any, paths: list[str], start: int, name: str, params: str) -> list[Extracted]:
+    """One task per file of a chunk that killed Dask workers; the file whose task kills them is :data:`CRASHED`."""
+    import distributed
+
+    futures = [client.submit(_chunk_task, [p], name, params, start + n, pure=False) for n, p in enumerate(paths)]
+    out = []
+    for n, (path, future) in enumerate(zip(paths, futures, strict=True)):
+        try:
+            out.append(future.result()[0])
+        except distributed.KilledWorker:
+            out.append(_crashed(path, start + n))
+    return out
