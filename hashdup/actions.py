@@ -1,0 +1,394 @@
+"""What ``hashdup dedup --action`` does to the duplicates of each group, and ``hashdup undo``.
+
+:func:`plan` turns groups into one :class:`Step` per duplicate (never a keeper), :func:`check` refuses a file that
+changed since it was indexed, :func:`apply` acts and journals every change in a manifest, :func:`undo` reverses
+the moves and links a manifest records.
+
+Safety rules, in one place:
+
+- a group's keeper (``members[0]``, and the keeper of any other group) is never acted on;
+- a duplicate is acted on only if it is still the regular file the catalogue describes: same size, same
+  modification time (ns) and same blake2b-128 of its content; the keeper must exist with its indexed size, time
+  and content too (for every action, so that a duplicate is never removed while its keeper is gone);
+- nothing is ever overwritten: a move whose target exists is skipped, and undo never replaces a file that now
+  exists at the original path or a link that is no longer the one hashdup made;
+- links replace a duplicate atomically (made under a temporary name beside it, then renamed over it) after the
+  original was moved into the backup folder ``<manifest>.files/``, from which undo puts it back.
+
+The manifest is a JSON Lines journal, appended and flushed to disk around every change, so a run killed at any
+moment leaves an accurate record; its format is described in :mod:`hashdup.io.manifest`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+from hashdup.io.atomic import file_digest, fsync_dir
+from hashdup.io.manifest import (FORMAT, VERSION, Journal, ManifestError, prune, read_manifest, replace_with_link,
+                                 restore, transfer, unchanged)
+from hashdup.io.manifest import backup as make_backup
+from hashdup.io.manifest import default_manifest  # noqa: F401 - part of this module's interface (hashdup.cli)
+from hashdup.io.walk import display_path
+
+if TYPE_CHECKING:
+    from hashdup.dedup import Group
+
+Action = Literal["move", "symlink", "hardlink", "delete"]
+ACTIONS: tuple[str, ...] = ("list", "move", "symlink", "hardlink", "delete")
+DESTRUCTIVE: tuple[str, ...] = ("move", "symlink", "hardlink", "delete")
+LINKS: tuple[str, ...] = ("symlink", "hardlink")
+PAST = {"move": "moved", "symlink": "replaced by symbolic links", "hardlink": "replaced by hard links",
+        "delete": "deleted"}
+
+
+@dataclass
+class Step:
+    """One change to one duplicate file. Paths are absolute; ``to_json`` shows them as hashdup prints paths.
+
+    ``target`` is the move destination, or the keeper for links, None for deletes. ``size``, ``mtime_ns`` (ns since
+    the epoch) and ``blake2b`` (hex) are what the catalogue recorded for the duplicate, ``keeper_*`` for the keeper.
+    """
+
+    group: int
+    action: str
+    path: str
+    keeper: str
+    target: str | None
+    size: int
+    mtime_ns: int
+    blake2b: str
+    keeper_size: int
+    keeper_mtime_ns: int
+    keeper_blake2b: str
+    status: str = "planned"
+    reason: str | None = None
+    backup: str | None = None
+    link: list[int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"group", "action", "path", "keep", "target", "status", "reason"}`` with display paths."""
+        return {"group": self.group, "action": self.action, "path": display_path(self.path),
+                "keep": display_path(self.keeper), "target": None if self.target is None else display_path(self.target),
+                "status": self.status, "reason": self.reason}
+
+
+def _move_names(roots: Sequence[str]) -> list[str]:
+    """Folder names under DIR for each root: none for a single root, else the root's name made unique."""
+    if len(roots) <= 1:
+        return [""] * len(roots)
+    names: list[str] = []
+    for r in roots:
+        base = os.path.basename(os.path.normpath(r)) or "root"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _relative(path: str, roots: Sequence[str], names: Sequence[str]) -> str:
+    best = max((i for i, r in enumerate(roots) if os.path.commonpath([r, path]) == os.path.normpath(r)),
+               key=lambda i: len(roots[i]), default=None)
+    if best is None:
+        raise ValueError(f"{path} lies under none of the index roots")
+    return os.path.join(names[best], os.path.relpath(path, roots[best]))
+
+
+def plan(groups: Iterable[Group], action: Action, dest: str | None = None, *,
+         roots: Sequence[str] = ()) -> list[Step]:
+    """One step per duplicate of each group (every member but the keeper), in group order.
+
+    Parameters
+    ----------
+    groups : iterable of Group
+        From :func:`hashdup.dedup.find_groups`; ``members[0]`` is the keeper.
+    action : {"move", "symlink", "hardlink", "delete"}
+    dest : str, optional
+        The folder duplicates are moved into (required for "move"): a duplicate goes to
+        ``dest/<its path relative to its index root>``, under ``dest/<root name>/`` when the index has several roots.
+    roots : sequence of str
+        The index's roots (absolute), for "move".
+
+    Returns
+    -------
+    list of Step
+        Status "planned". A file that is the keeper of any group, or already planned, is left out.
+    """
+    if action not in DESTRUCTIVE:
+        raise ValueError(f"action must be one of {', '.join(DESTRUCTIVE)}, got {action!r}")
+    if (action == "move") != (dest is not None):
+        raise ValueError("a destination folder goes with action 'move', and only with it")
+    groups = list(groups)
+    keepers = {g.keep.abspath for g in groups}
+    names = _move_names(roots)
+    steps, seen = [], set(keepers)
+    for g in groups:
+        k = g.keep
+        for m in g.duplicates:
+            if m.abspath in seen:
+                continue
+            seen.add(m.abspath)
+            if action == "move":
+                target: str | None = os.path.join(os.path.abspath(dest), _relative(m.abspath, roots, names))
+            else:
+                target = k.abspath if action in LINKS else None
+            steps.append(Step(g.number, action, m.abspath, k.abspath, target, m.size, m.mtime_ns, m.blake2b,
+                              k.size, k.mtime_ns, k.blake2b))
+    return steps
+
+
+def check(step: Step, *, content: bool = True, _keepers: dict[str, Any] | None = None) -> str | None:
+    """Why ``step`` must not be applied, or None when the duplicate and its keeper are exactly as indexed.
+
+    Parameters
+    ----------
+    step : Step
+    content : bool
+        Also hash the contents (done only when size and time match); False for a cheap look (dry runs).
+
+    Returns
+    -------
+    str or None
+        A one-line reason, e.g. "changed since it was indexed (modification time)".
+    """
+    reason, st = unchanged(step.path, step.size, step.mtime_ns, step.blake2b, "the file", content=content)
+    if reason:
+        return reason
+    cache = {} if _keepers is None else _keepers
+    if step.keeper not in cache:
+        cache[step.keeper] = unchanged(step.keeper, step.keeper_size, step.keeper_mtime_ns, step.keeper_blake2b,
+                                        "its keeper", content=content, follow=True)
+    k_reason, k_st = cache[step.keeper]
+    if k_reason:
+        return k_reason
+    assert st is not None and k_st is not None
+    if (st.st_dev, st.st_ino) == (k_st.st_dev, k_st.st_ino):
+        return "the file is the keeper itself (a hard link to it)"
+    if step.action == "hardlink" and st.st_dev != k_st.st_dev:
+        return "its keeper is on another file system; a hard link cannot cross file systems"
+    if step.action == "move" and step.target is not None and os.path.lexists(step.target):
+        return f"the target {display_path(step.target)} already exists; not overwritten"
+    return None
+
+
+def preview(steps: Sequence[Step]) -> list[Step]:
+    """A dry run: mark each step "planned", or "skipped" with a reason found without reading contents.
+
+    Nothing is changed on disk and no manifest is written; :func:`apply` also hashes the contents.
+    """
+    keepers: dict[str, Any] = {}
+    for s in steps:
+        s.reason = check(s, content=False, _keepers=keepers)
+        s.status = "skipped" if s.reason else "planned"
+    return list(steps)
+
+
+def _act(step: Step, backup: str | None) -> None:
+    if step.action == "delete":
+        os.unlink(step.path)
+    elif step.action == "move":
+        assert step.target is not None
+        os.makedirs(os.path.dirname(step.target), exist_ok=True)
+        transfer(step.path, step.target, step.blake2b)
+    else:
+        assert backup is not None and step.target is not None
+        make_backup(step.path, backup, step.blake2b)
+        try:
+            replace_with_link(step.path, step.target, symbolic=step.action == "symlink")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+            raise
+        fsync_dir(os.path.dirname(step.path))
+
+
+def _error(e: OSError) -> str:
+    where = f": {display_path(os.fsdecode(e.filename))}" if e.filename else ""
+    return f"{e.strerror or e}{where}"
+
+
+def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None = None,
+          on_step: Any = None) -> list[Step]:
+    """Check and apply each step, journalling it in a new manifest; returns the steps with their outcome.
+
+    Parameters
+    ----------
+    steps : sequence of Step
+        From :func:`plan`, all with the same action.
+    manifest : str
+        The manifest to create (refused if it exists); backups of linked files go to ``manifest + ".files"``.
+    index, dest : str
+        Recorded in the manifest's header.
+    on_step : callable, optional
+        Called with each step once it has its outcome.
+
+    Returns
+    -------
+    list of Step
+        Status "done", "skipped" (``reason``: the file or its keeper changed, the target exists, ...) or
+        "failed" (``reason``: the operating system's error; the file was left as it was).
+    """
+    actions = {s.action for s in steps}
+    if len(actions) > 1:
+        raise ValueError(f"steps mix actions {sorted(actions)}")
+    header = {"format": FORMAT, "version": VERSION, "index": os.path.abspath(index), "action": next(iter(actions), None),
+              "dest": dest and os.path.abspath(dest), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    journal = Journal(manifest, header)
+    keepers: dict[str, Any] = {}
+    try:
+        for n, step in enumerate(steps, start=1):
+            step.reason = check(step, _keepers=keepers)
+            if step.reason:
+                step.status = "skipped"
+                journal.record(n, step)
+            else:
+                if step.action in LINKS:
+                    step.backup = os.path.relpath(journal.backup_path(n, step.path), os.path.dirname(journal.path))
+                    if step.action == "hardlink":  # the keeper's inode, which the link will share
+                        k_st = keepers[step.keeper][1]
+                        step.link = [k_st.st_dev, k_st.st_ino]
+                step.status = "started"
+                journal.record(n, step)
+                try:
+                    _act(step, step.backup and os.path.join(os.path.dirname(journal.path), step.backup))
+                    step.status = "done"
+                except OSError as e:
+                    step.status, step.reason = "failed", _error(e)
+                    if isinstance(e, FileExistsError) and step.action == "move":
+                        step.status, step.reason = "skipped", "the target appeared meanwhile; not overwritten"
+                    step.backup = None
+                journal.write({"n": n, "status": step.status, "reason": step.reason, "backup": step.backup})
+            if on_step is not None:
+                on_step(step)
+    finally:
+        journal.close()
+    return list(steps)
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _undo_move(step: Step, started: bool) -> str | None:
+    src, dst = step.path, step.target
+    assert dst is not None
+    if os.path.lexists(src):
+        if os.path.lexists(dst) and _same(os.lstat(src), os.lstat(dst)):  # killed between link and unlink
+            os.unlink(dst)
+            return None
+        if started and not os.path.lexists(dst):  # killed before the move
+            return None
+        return "a file now exists at the original path; not overwritten"
+    reason, _ = unchanged(dst, step.size, None, step.blake2b, "the moved file")
+    if reason:
+        return reason
+    os.makedirs(os.path.dirname(src), exist_ok=True)
+    transfer(dst, src, step.blake2b)
+    return None
+
+
+def _is_our_link(step: Step, st: os.stat_result) -> bool:
+    if step.action == "symlink":
+        return stat.S_ISLNK(st.st_mode) and os.readlink(step.path) == step.target
+    return stat.S_ISREG(st.st_mode) and step.link is not None and [st.st_dev, st.st_ino] == list(step.link)
+
+
+def _undo_link(step: Step, backup: str, started: bool) -> str | None:
+    path = step.path
+    st = os.lstat(path) if os.path.lexists(path) else None
+    if not os.path.lexists(backup):
+        if started and st is not None and not _is_our_link(step, st):  # killed before the backup was made
+            return None
+        return f"the backup {display_path(backup)} is missing"
+    reason, b_st = unchanged(backup, step.size, None, step.blake2b, "the backup")
+    if reason:
+        return reason
+    assert b_st is not None
+    if st is not None and _same(st, b_st):  # killed before the link replaced the original
+        os.unlink(backup)
+        return None
+    if st is not None and not _is_our_link(step, st):
+        return "the path is no longer the link hashdup made; not overwritten"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    restore(backup, path, step.blake2b)
+    return None
+
+
+_STEP_FIELDS = {f.name for f in fields(Step)}
+
+
+def _undo_one(step: Step, header: dict[str, Any], folder: str) -> str | None:
+    """Reverse one change; None when done (the restored file then has its indexed content), else why not."""
+    started, step.reason = step.status == "started", None
+    if step.action == "delete":
+        if started and unchanged(step.path, step.size, None, step.blake2b, "")[0] is None:
+            return None  # killed before the file was deleted
+        return "deleted files cannot be restored"
+    if step.action == "move":
+        reason = _undo_move(step, started)
+        if reason is None and step.target and header.get("dest"):
+            prune(os.path.dirname(step.target), header["dest"])
+    elif step.backup is not None:
+        reason = _undo_link(step, os.path.join(folder, step.backup), started)
+    else:
+        reason = "the manifest names no backup"
+    if reason is None and file_digest(step.path) != step.blake2b:
+        reason = "the restored file differs from the indexed one"
+    return reason
+
+
+def undo(manifest: str, *, on_step: Any = None) -> list[Step]:
+    """Reverse the moves and links recorded in ``manifest`` and record them as "undone" in it.
+
+    A moved file is moved back, a linked one is put back from its backup; a restored file must have its indexed
+    content (blake2b), and nothing that now exists at the original path (other than the link hashdup made) is
+    overwritten. Deleted files cannot be restored. Entries already undone are reported and left alone, so undoing
+    twice is harmless.
+
+    Returns
+    -------
+    list of Step
+        One per change the manifest records: status "undone" (``reason`` "already undone" for earlier ones),
+        "skipped" with a reason (refused, or a delete, which cannot be undone) or "failed" (an operating-system
+        error).
+    """
+    journal = Journal(manifest)
+    try:
+        header, entries = read_manifest(manifest, journal.text)  # validated before anything is written to it
+    except ManifestError:
+        journal.close()
+        raise
+    journal.drop_torn_line()
+    results = []
+    try:
+        for n, e in sorted(entries.items()):
+            if e.get("status") not in ("started", "done", "undone"):
+                continue  # skipped or failed at the time: nothing was changed
+            try:
+                step = Step(**{k: v for k, v in e.items() if k in _STEP_FIELDS})
+            except TypeError:
+                raise ManifestError(f"{manifest}: entry {n} is incomplete") from None
+            if step.status == "undone":
+                step.reason = "already undone"
+            else:
+                try:
+                    step.reason = _undo_one(step, header, os.path.dirname(journal.path))
+                    step.status = "skipped" if step.reason else "undone"
+                except OSError as err:
+                    step.status, step.reason = "failed", _error(err)
+                if step.status == "undone":
+                    journal.write({"n": n, "status": "undone", "reason": None})
+            results.append(step)
+            if on_step is not None:
+                on_step(step)
+    finally:
+        journal.close()
+    with contextlib.suppress(OSError):
+        os.rmdir(journal.path + ".files")  # only when every backup went back
+    return results

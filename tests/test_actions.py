@@ -1,0 +1,435 @@
+"""The dedup actions (move, symlink, hardlink, delete) and ``hashdup undo``, run through the real command line on
+real copies of sample_data in a temporary folder: keeper policies, dry runs, refusal of changed files, the manifest
+journal and undo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hashdup import actions
+from hashdup.cli import main
+from hashdup.dedup import KEEP_POLICIES, Group, Member, order_members
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+class _Main:
+    """Adapter making ``main`` look like a click command for CliRunner, so the exit codes are the script's."""
+
+    name = "hashdup"
+
+    def main(self, args=None, prog_name=None, **kwargs):
+        main(list(args))
+
+
+def run(*args):
+    return CliRunner().invoke(_Main(), [str(a) for a in args])
+
+
+def digest(path) -> str:
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, tuple]:
+    """Every entry under ``folder``: (kind, inode, size, mtime_ns, content hash or link target)."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        st = p.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            out[str(p.relative_to(folder))] = ("link", os.readlink(p))
+        elif stat.S_ISREG(st.st_mode):
+            out[str(p.relative_to(folder))] = ("file", st.st_ino, st.st_size, st.st_mtime_ns, digest(p))
+        else:
+            out[str(p.relative_to(folder))] = ("dir",)
+    return out
+
+
+def content(folder: Path) -> dict[str, tuple]:
+    """What undo promises to give back: every regular file's size, modification time and hash (not its inode)."""
+    return {k: (v[0], *v[2:]) for k, v in snapshot(folder).items()}
+
+
+@pytest.fixture
+def lib(tmp_path, monkeypatch):
+    """sample_data's photos and edited copies in a temporary folder, the copies older than the photos, indexed;
+    the working folder is tmp_path, so default manifests land there. Returns (tmp_path, images, index)."""
+    images = tmp_path / "imgs"
+    for sub in ("photos", "copies"):
+        shutil.copytree(SAMPLE / sub, images / sub)
+    for i, p in enumerate(sorted(images.rglob("*"))):  # distinct times: copies older than photos
+        if p.is_file():
+            t = (1_600_000_000 if p.parent.name == "copies" else 1_700_000_000) + i
+            os.utime(p, ns=(t * 10**9, t * 10**9 + 123))
+    monkeypatch.chdir(tmp_path)
+    r = run("index", images, "--index", tmp_path / "idx", "-q")
+    assert r.exit_code == 0, r.output
+    return tmp_path, images, tmp_path / "idx"
+
+
+def groups_of(idx, *extra):
+    r = run("dedup", "--index", idx, *extra)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def act(idx, *args):
+    r = run("dedup", "--index", idx, *args)
+    return r, (json.loads(r.stdout) if r.stdout else None)
+
+
+def manifests(folder: Path) -> list[Path]:
+    return sorted(folder.glob("hashdup-actions-*.jsonl"))
+
+
+# -- keeper policies ----------------------------------------------------------------------------------------------
+
+def _oracle_keeper(members, policy):
+    """The keeper by the policy's written definition: filter to the best value of each criterion in turn."""
+    criteria = {
+        "resolution": [lambda m: -m.pixels, lambda m: -m.size, lambda m: m.mtime_ns],
+        "size": [lambda m: -m.size, lambda m: -m.pixels, lambda m: m.mtime_ns],
+        "oldest": [lambda m: m.mtime_ns, lambda m: -m.pixels, lambda m: -m.size],
+        "newest": [lambda m: -m.mtime_ns, lambda m: -m.pixels, lambda m: -m.size],
+        "path": [],
+    }[policy] + [lambda m: m.path]
+    pool = list(members)
+    for c in criteria:
+        best = min(c(m) for m in pool)
+        pool = [m for m in pool if c(m) == best]
+    assert len(pool) == 1
+    return pool[0]
+
+
+@pytest.mark.parametrize("policy", KEEP_POLICIES)
+def test_keeper_policy_matches_its_definition(policy):
+    rng = random.Random(0)
+    for trial in range(300):
+        n = rng.randint(1, 6)  # small value ranges, so that ties on the first criteria are common
+        members = [Member(i, f"p/{rng.randint(0, 9)}-{i}.jpg", f"/x/{i}", rng.choice([10, 20, 30]),
+                          rng.choice([1, 2, 3]), "h", rng.choice([4, 8]), rng.choice([4, 8]), "JPEG")
+                   for i in range(n)]
+        ordered = order_members(members, policy)
+        assert ordered[0] is _oracle_keeper(members, policy), (trial, policy)
+        assert sorted(m.path for m in ordered[1:]) == [m.path for m in ordered[1:]]
+        assert sorted(ordered, key=lambda m: m.id) == sorted(members, key=lambda m: m.id)
+
+
+def test_keep_policies_in_cli_output(lib):
+    _, images, idx = lib
+    from PIL import Image
+
+    def pixels(p):
+        with Image.open(p) as im:
+            return im.size[0] * im.size[1]
+
+    groups = groups_of(idx)
+    assert len(groups) == 7 and all(g["keep"] in g["paths"] for g in groups)  # the 7 planted groups
+    for g in groups:  # default "resolution": most pixels, then the largest file
+        best = max(g["paths"], key=lambda p: (pixels(p), os.path.getsize(p)))
+        assert g["keep"] == best
+    assert all(g["keep"].startswith("imgs/copies/") for g in groups_of(idx, "--keep", "oldest"))
+    assert all(g["keep"].startswith("imgs/photos/") for g in groups_of(idx, "--keep", "newest"))
+    assert all(g["keep"] == min(g["paths"]) for g in groups_of(idx, "--keep", "path"))
+    for g in groups_of(idx, "--keep", "size"):
+        assert os.path.getsize(g["keep"]) == max(os.path.getsize(p) for p in g["paths"])
+    assert run("dedup", "--index", idx, "--keep", "biggest").exit_code == 2
+
+
+# -- plan ---------------------------------------------------------------------------------------------------------
+
+def _m(i, path):
+    return Member(i, path, path, 10, 1, "h", 4, 4, "JPEG")
+
+
+def test_plan_never_includes_a_keeper_and_names_move_targets_by_root(tmp_path):
+    a, b = str(tmp_path / "one" / "photos"), str(tmp_path / "two" / "photos")
+    g1 = Group(1, [_m(0, f"{a}/k.jpg"), _m(1, f"{a}/sub/d.jpg"), _m(2, f"{b}/k2.jpg")])
+    g2 = Group(2, [_m(2, f"{b}/k2.jpg"), _m(3, f"{b}/d.jpg"), _m(1, f"{a}/sub/d.jpg")])  # overlaps g1
+    steps = actions.plan([g1, g2], "move", str(tmp_path / "dups"), roots=[a, b])
+    assert [s.path for s in steps] == [f"{a}/sub/d.jpg", f"{b}/d.jpg"]  # k2 is a keeper; sub/d.jpg planned once
+    assert [s.target for s in steps] == [str(tmp_path / "dups" / "photos" / "sub" / "d.jpg"),
+                                         str(tmp_path / "dups" / "photos-2" / "d.jpg")]
+    one_root = actions.plan([g1], "move", str(tmp_path / "dups"), roots=[a, b][:1] + [b])
+    assert one_root[0].target.endswith("dups/photos/sub/d.jpg")
+    single = Group(1, [_m(0, f"{a}/k.jpg"), _m(1, f"{a}/sub/d.jpg")])
+    assert actions.plan([single], "move", str(tmp_path / "d"), roots=[a])[0].target == str(tmp_path / "d/sub/d.jpg")
+    links = actions.plan([g1], "symlink")
+    assert {s.target for s in links} == {f"{a}/k.jpg"} and all(s.keeper == f"{a}/k.jpg" for s in links)
+    assert [s.target for s in actions.plan([g1], "delete")] == [None, None]
+    with pytest.raises(ValueError):
+        actions.plan([g1], "move")
+    with pytest.raises(ValueError):
+        actions.plan([g1], "delete", "somewhere")
+
+
+# -- dry runs and usage errors ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["--action", "move", "dups"], ["--action", "symlink"], ["--action", "hardlink"],
+                                  ["--action", "delete"]])
+def test_without_yes_nothing_is_touched(lib, args):
+    base, images, idx = lib
+    before = snapshot(base)
+    r, rows = act(idx, *args)
+    assert r.exit_code == 0, r.output
+    assert len(rows) == 7 and all(row["status"] == "planned" and row["reason"] is None for row in rows)
+    keeps = {g["keep"] for g in groups_of(idx)}
+    assert not {row["path"] for row in rows} & keeps and {row["keep"] for row in rows} == keeps
+    assert f"dry run: {len(rows)} files would be" in r.stderr and "--yes" in r.stderr
+    assert snapshot(base) == before  # no file changed, no manifest, no DIR created
+    assert not manifests(base) and not (base / "dups").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["--action", "move"],                      # move without DIR
+    ["dups"],                                  # DIR without move
+    ["--action", "symlink", "dups"],
+    ["--action", "delete", "dups", "--yes"],
+    ["--manifest", "m.jsonl"],                 # a manifest with nothing to journal
+    ["--action", "bogus"],
+])
+def test_usage_errors_exit_2_and_touch_nothing(lib, args):
+    base, _, idx = lib
+    before = snapshot(base)
+    r = run("dedup", "--index", idx, *args)
+    assert r.exit_code == 2, r.output
+    assert r.stdout == "" and snapshot(base) == before
+
+
+def test_an_existing_manifest_is_never_overwritten(lib):
+    base, _, idx = lib
+    (base / "m.jsonl").write_text("mine\n")
+    before = snapshot(base)
+    r = run("dedup", "--index", idx, "--action", "delete", "--yes", "--manifest", base / "m.jsonl")
+    assert r.exit_code == 2 and "already exists" in r.stderr
+    assert snapshot(base) == before
+
+
+# -- acting -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("action", ["move", "symlink", "hardlink", "delete"])
+def test_yes_does_exactly_the_plan_and_never_touches_keepers(lib, action):
+    base, images, idx = lib
+    dest = ["dups"] if action == "move" else []
+    _, planned = act(idx, "--action", action, *dest)
+    before = snapshot(base)
+    r, rows = act(idx, "--action", action, *dest, "--yes")
+    assert r.exit_code == 0, r.output
+    assert [(x["path"], x["target"]) for x in rows] == [(x["path"], x["target"]) for x in planned]
+    assert all(x["status"] == "done" and x["reason"] is None for x in rows)
+    after = snapshot(base)
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    (manifest,) = manifests(base)
+    journal_files = {p for p in changed if p.startswith(manifest.name)}
+    touched = {x["path"] for x in rows}
+    targets = {x["target"] for x in rows if action == "move"}
+    move_dirs = {str(Path(t).parent) for t in targets} | {"dups"}
+    assert changed - journal_files - move_dirs == touched | targets  # nothing else changed: keepers neither
+    for x in rows:
+        old = before[x["path"]]
+        if action == "move":
+            assert not os.path.lexists(x["path"]) and after[x["target"]][1:] == old[1:]  # same inode, time, bytes
+        elif action == "symlink":
+            assert os.readlink(x["path"]) == os.path.abspath(x["keep"]) and digest(x["path"]) == digest(x["keep"])
+        elif action == "hardlink":
+            assert os.path.samefile(x["path"], x["keep"]) and after[x["path"]] == after[x["keep"]]
+        else:
+            assert not os.path.lexists(x["path"])
+    backups = sorted((base / (manifest.name + ".files")).glob("*"))
+    if action in ("symlink", "hardlink"):  # the originals are kept for undo
+        assert [digest(b) for b in backups] == [before[x["path"]][4] for x in rows]
+    else:
+        assert backups == []
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert lines[0]["format"] == "hashdup-actions" and lines[0]["action"] == action
+    final = {}
+    for rec in lines[1:]:
+        final.setdefault(rec["n"], {}).update(rec)
+    assert [e["status"] for e in final.values()] == ["done"] * 7
+    assert [e["blake2b"] for e in final.values()] == [before[x["path"]][4] for x in rows]
+    if action == "delete":
+        assert "cannot be restored" in r.stderr
+
+
+def test_files_changed_after_indexing_are_skipped_the_rest_proceed(lib):
+    base, images, idx = lib
+    groups = groups_of(idx)
+    dups = [p for g in groups for p in g["paths"] if p != g["keep"]]
+    same_time, touched = Path(dups[0]), Path(dups[1])
+    keeper_touched = Path(groups[2]["keep"])
+    st = same_time.stat()
+    data = bytearray(same_time.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes, same modification time
+    same_time.write_bytes(bytes(data))
+    os.utime(same_time, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.utime(touched)  # same bytes, new time
+    os.utime(keeper_touched)  # the keeper of group 3 changed: its duplicate must stay
+    _, dry = act(idx, "--action", "delete")  # the cheap dry-run look sees the times, not the flipped byte
+    assert {x["path"]: x["status"] for x in dry}[str(touched)] == "skipped"
+    before = snapshot(base)
+    r, rows = act(idx, "--action", "delete", "--yes")
+    assert r.exit_code == 1
+    by_path = {x["path"]: x for x in rows}
+    assert "content differs" in by_path[str(same_time)]["reason"]
+    assert "modification time" in by_path[str(touched)]["reason"]
+    third = [p for p in groups[2]["paths"] if p != groups[2]["keep"]][0]
+    assert "keeper" in by_path[third]["reason"]
+    skipped = {str(same_time), str(touched), third}
+    assert {p for p, x in by_path.items() if x["status"] == "skipped"} == skipped
+    for p in skipped:
+        assert snapshot(base)[p] == before[p]
+    assert all(not os.path.exists(p) for p in set(dups) - skipped)
+    assert "skipped" in r.stderr and str(touched) in r.stderr
+
+
+# -- undo ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("action", ["move", "symlink", "hardlink"])
+def test_undo_restores_every_file_byte_identical_and_twice_is_harmless(lib, action):
+    base, images, idx = lib
+    before = content(images)
+    dest = ["dups"] if action == "move" else []
+    r, _ = act(idx, "--action", action, *dest, "--yes")
+    assert r.exit_code == 0 and content(images) != before
+    (manifest,) = manifests(base)
+    r = run("undo", manifest)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert len(rows) == 7 and all(x["status"] == "undone" and x["reason"] is None for x in rows)
+    assert content(images) == before  # same files, same bytes, same times
+    assert not (base / (manifest.name + ".files")).exists()
+    assert action != "move" or list((base / "dups").rglob("*")) == []
+    text = manifest.read_text()
+    r = run("undo", manifest, "--jsonl")
+    assert r.exit_code == 0
+    assert [json.loads(x)["reason"] for x in r.stdout.splitlines()] == ["already undone"] * 7
+    assert content(images) == before and manifest.read_text() == text
+
+
+@pytest.mark.parametrize("action", ["move", "symlink", "hardlink"])
+def test_undo_never_overwrites(lib, action):
+    base, images, idx = lib
+    dest = ["dups"] if action == "move" else []
+    _, rows = act(idx, "--action", action, *dest, "--yes")
+    (manifest,) = manifests(base)
+    occupied = Path(rows[0]["path"])
+    if os.path.lexists(occupied):
+        occupied.unlink()
+    occupied.write_bytes(b"a new file the user put there")
+    r = run("undo", manifest)
+    assert r.exit_code == 1
+    out = {x["path"]: x for x in json.loads(r.stdout)}
+    assert out[str(occupied)]["status"] == "skipped" and "not overwritten" in out[str(occupied)]["reason"]
+    assert occupied.read_bytes() == b"a new file the user put there"
+    assert [x["status"] for x in out.values()].count("undone") == 5
+    if action == "move":
+        assert digest(rows[0]["target"]) == json.loads(manifest.read_text().splitlines()[1])["blake2b"]
+    else:
+        assert len(list((base / (manifest.name + ".files")).iterdir())) == 1  # the backup is kept
+    occupied.unlink()
+    r = run("undo", manifest, "--jsonl")  # the path is free again: the last change can be undone now
+    assert r.exit_code == 0 and digest(occupied) == json.loads(manifest.read_text().splitlines()[1])["blake2b"]
+
+
+def test_undo_of_deletes_says_they_cannot_be_restored(lib):
+    base, _, idx = lib
+    act(idx, "--action", "delete", "--yes")
+    (manifest,) = manifests(base)
+    r = run("undo", manifest)
+    assert r.exit_code == 1 and "cannot be restored" in r.stdout
+    assert all(x["status"] == "skipped" for x in json.loads(r.stdout))
+
+
+def test_a_killed_run_leaves_an_accurate_manifest_that_undo_finishes(lib):
+    """A run killed after the backup of entry 1 was made but before its link replaced it (state rebuilt by hand:
+    the journal's last line for it is "started"), with a torn line at the end: undo puts everything back."""
+    base, images, idx = lib
+    before = content(images)
+    _, rows = act(idx, "--action", "symlink", "--yes")
+    (manifest,) = manifests(base)
+    lines = manifest.read_text().splitlines(keepends=True)
+    first_done = next(i for i, x in enumerate(lines) if json.loads(x).get("status") == "done")
+    started = json.loads(lines[first_done - 1])
+    assert started["status"] == "started" and started["n"] == 1
+    manifest.write_text("".join(lines[:first_done] + lines[first_done + 1:]) + '{"n": 7, "stat')
+    path, backup = Path(started["path"]), base / started["backup"]
+    path.unlink()
+    os.link(backup, path)  # the original is both at its path and in the backup folder
+    r = run("undo", manifest, "--jsonl")
+    assert r.exit_code == 0, r.output
+    assert content(images) == before and not (base / (manifest.name + ".files")).exists()
+    assert all(json.loads(x) for x in manifest.read_text().splitlines())  # the torn line is gone, appends are whole
+
+
+def test_undo_refuses_what_is_not_a_manifest(tmp_path):
+    p = tmp_path / "photo.jpg"
+    shutil.copy(SAMPLE / "photos" / "chelsea.jpg", p)
+    data = p.read_bytes()
+    r = run("undo", p)
+    assert r.exit_code == 1 and "not a hashdup actions manifest" in r.stderr
+    assert p.read_bytes() == data  # left exactly as it was
+    assert run("undo", tmp_path / "none.jsonl").exit_code == 2
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat("/tmp").st_dev,
+                    reason="needs a second file system at /dev/shm")
+def test_across_file_systems(lib):
+    """Moves into another file system are verified copies and undo brings them back; hard links are refused."""
+    base, images, idx = lib
+    before = content(images)
+    shm = Path(os.environ.get("TMPDIR_SHM", "/dev/shm")) / f"hashdup-test-{os.getpid()}-{base.name}"
+    try:
+        r, rows = act(idx, "--action", "move", shm / "dups", "--yes")
+        assert r.exit_code == 0 and all(x["status"] == "done" for x in rows)
+        assert all(digest(x["target"]) == before[os.path.relpath(x["path"], images)][3] for x in rows)
+        (manifest,) = manifests(base)
+        assert run("undo", manifest).exit_code == 0 and content(images) == before
+        far = shm / "far"
+        far.mkdir()
+        shutil.copy2(SAMPLE / "photos" / "chelsea.jpg", far / "chelsea.jpg")
+        r = run("index", images, far, "--index", base / "idx2", "-q")
+        assert r.exit_code == 0
+        r, rows = act(base / "idx2", "--action", "hardlink", "--keep", "path", "--yes", "--manifest", base / "h.jsonl")
+        crossing = [x for x in rows if Path(x["keep"]).is_relative_to(far) != Path(x["path"]).is_relative_to(far)]
+        assert crossing and all("another file system" in x["reason"] for x in crossing)
+        assert r.exit_code == 1
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+def test_names_that_are_not_utf8_survive_the_manifest_and_undo(tmp_path, monkeypatch):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    src = (SAMPLE / "photos" / "chelsea.jpg").read_bytes()
+    odd = imgs / os.fsdecode(b"caf\xe9.jpg")
+    odd.write_bytes(src)
+    (imgs / "b.jpg").write_bytes(src)
+    monkeypatch.chdir(tmp_path)
+    assert run("index", imgs, "--index", tmp_path / "idx", "-q").exit_code == 0
+    before = content(imgs)
+    r, rows = act(tmp_path / "idx", "--action", "symlink", "--keep", "path", "--yes", "--manifest", "m.jsonl")
+    assert r.exit_code == 0 and os.fsencode(rows[0]["path"]).endswith(b"imgs/caf\xe9.jpg")
+    assert os.readlink(odd) == str(imgs / "b.jpg")
+    assert run("undo", "m.jsonl").exit_code == 0 and content(imgs) == before
+    r, rows = act(tmp_path / "idx", "--action", "move", "dups", "--keep", "path", "--yes", "--manifest", "o.jsonl")
+    assert r.exit_code == 0 and not os.path.lexists(odd)
+    assert (tmp_path / "dups" / os.fsdecode(b"caf\xe9.jpg")).read_bytes() == src
+    assert run("undo", "o.jsonl").exit_code == 0 and content(imgs) == before
+
+
+def test_cli_choices_match_the_library_and_undo_has_help():
+    from hashdup import cli
+
+    assert tuple(cli.KEEP_POLICIES) == KEEP_POLICIES and tuple(cli.DEDUP_ACTIONS) == actions.ACTIONS
+    text = " ".join(CliRunner().invoke(cli.cli, ["undo", "--help"]).output.split())
+    assert "Example" in text and "deleted files cannot be restored" in text
+    text = " ".join(CliRunner().invoke(cli.cli, ["dedup", "--help"]).output.split())
+    assert "--yes" in text and "deletes cannot be undone" in text
