@@ -74,14 +74,16 @@ def cli() -> None:
     hashdup index ./photos            describe every image, fit an encoder, write codes
     hashdup query img.jpg -k 12       the 12 most similar indexed images, as JSON
     hashdup dedup                     groups of near-duplicates, as JSON
+    hashdup report -o report.html     the groups as one HTML page with thumbnails
     hashdup info                      what the index holds
     """
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--descriptor", type=click.Choice(["gist", "color", "gist+color"]), default="gist", show_default=True,
-              help="Image descriptor.")
+@click.option("--descriptor", type=click.Choice(["gist", "color", "gist+color"]), default="gist+color",
+              show_default=True, help="Image descriptor (GIST and a colour histogram by default: each catches "
+                                      "copies the other misses).")
 @click.option("--image-size", type=click.IntRange(16, 1024), default=None,
               help="Side of the square image the descriptor sees [default: 128 for gist, 64 for color].")
 @click.option("--encoder", type=click.Choice(ENCODER_NAMES), default="lsh", show_default=True,
@@ -99,15 +101,26 @@ def cli() -> None:
               help="Without labels or pairs, train itml / rbm on synthetic edits of the indexed images.")
 @click.option("--edits", "n_edits", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Number of edited copies for self-supervised training.")
+@click.option("--refit", is_flag=True, help="Fit the encoder again on every image; by default an existing index's "
+              "encoder is reused (and only new images encoded) while --encoder, --bits, --seed and the supervision "
+              "options stay the same.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes that decode and describe images [default: the CPU cores available].")
+@click.option("--dask", metavar="ADDRESS", default=None,
+              help="Decode and describe on a Dask cluster, e.g. tcp://scheduler:8786 (pip install 'hashdup[dask]'); "
+                   "its workers must see the same paths.")
 @index_option
 @quiet_option
 def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encoder: str, n_bits: int, seed: int,
           hidden: bool, labels: str | None, labels_from_dirs: bool, pairs: str | None, self_supervised: bool,
-          n_edits: int, index_dir: str, quiet: bool) -> None:
+          n_edits: int, index_dir: str, quiet: bool, workers: int | None = None, dask: str | None = None,
+          refit: bool = False) -> None:
     """Index the images under PATHS (folders, walked recursively, or files).
 
-    Replaces any index in --index atomically. Files that cannot be read are reported on stderr with a reason and
-    skipped.
+    Updates an index already in --index: unchanged files (same size and modification time) are not read again, new
+    and modified files are added, files no longer found are removed; the new index replaces the old one atomically.
+    A run that is interrupted resumes where it stopped. Files that cannot be read are reported on stderr with a
+    reason and skipped.
 
     \b
     Example:
@@ -129,7 +142,7 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
 
             if bar is not None:
                 bar.close()
-            unit = {"describing": "img", "editing": "edit"}.get(stage, "step")
+            unit = {"describing": "img", "editing": "edit", "hashing": "file"}.get(stage, "step")
             bar = tqdm(total=total, unit=unit, desc=stage, file=sys.stderr, leave=False, dynamic_ncols=True)
         bar.update(done - bar.n)
 
@@ -150,15 +163,24 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
     try:
         s = pipeline.build_index(paths, index_dir, descriptor=descriptor, descriptor_params=params, encoder=encoder,
                                  n_bits=n_bits, seed=seed, hidden=hidden, supervision=sup, progress=progress,
-                                 on_problem=problem)
+                                 on_problem=problem, workers=workers, dask=dask, refit=refit)
     finally:
         if bar is not None:
             bar.close()
     rate = s.files / s.seconds if s.seconds else 0.0
+    if s.stale_lock:
+        _say(quiet, f"hashdup: took over the lock left by an interrupted run ({s.stale_lock})")
+    if s.rebuild:
+        _say(quiet, f"hashdup: nothing reused from the previous index: {s.rebuild}")
     _say(quiet, f"hashdup: indexed {s.indexed} of {s.files} image files into {s.index} in {s.seconds:.1f} s "
-                f"({rate:.0f} files/s): {len(s.skipped)} skipped, {s.exact_duplicates} exact duplicates, "
+                f"({rate:.0f} files/s): {s.added} added, {s.updated} updated, {s.removed} removed, {s.unchanged} "
+                f"unchanged ({s.decoded} decoded" + (f", {s.rehashed} hashed to confirm" if s.rehashed else "")
+                + (f", {s.resumed} resumed from an interrupted run" if s.resumed else "")
+                + f"); {len(s.skipped)} skipped, {s.exact_duplicates} exact duplicates, "
                 f"{s.ignored} non-image files ignored" + (f", {s.links} links to files already seen" if s.links else "")
-                + (f"; {encoder} trained on {s.training}" if s.training != "unsupervised" else ""))
+                + ("; encoder reused (--refit to fit it again)" if s.encoder_reused
+                   else f"; {encoder} fitted" + (f" because {s.refit}" if s.refit and not s.rebuild else ""))
+                + (f", trained on {s.training}" if s.training != "unsupervised" else ""))
 
 
 @cli.command()
@@ -202,33 +224,198 @@ def query(images: tuple[str, ...], k: int | None, radius: int | None, approx: bo
         sys.exit(1)
 
 
+KEEP_POLICIES = ["resolution", "size", "oldest", "newest", "path"]  # hashdup.dedup.KEEP_POLICIES, kept here for --help
+LINKAGES = ["star", "single", "complete"]  # hashdup.dedup.LINKAGES, default first
+DEDUP_ACTIONS = ["list", "move", "symlink", "hardlink", "delete"]  # hashdup.actions.ACTIONS
+
+
+def group_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that decide the groups, shared by dedup and report."""
+    f = click.option("--verify/--no-verify", default=True, show_default=True,
+                     help="Decide candidate pairs by their descriptors and, where those are not conclusive, by "
+                          "matching the images' local features; --no-verify groups by code distance alone.")(f)
+    f = click.option("--mirror/--no-mirror", default=True, show_default=True,
+                     help="Also match left-right mirrored copies.")(f)
+    f = click.option("--linkage", type=click.Choice(LINKAGES), default="star", show_default=True,
+                     help="star: every member is a duplicate of the group's keeper; single: connected pairs (chains "
+                          "can join unrelated images); complete: every member a duplicate of every other.")(f)
+    f = click.option("--keep", type=click.Choice(KEEP_POLICIES), default="resolution", show_default=True,
+                     help="The image of each group that is kept: most pixels (then largest file, then oldest), "
+                          "largest file, oldest or newest file, first path.")(f)
+    return click.option("--radius", type=click.IntRange(min=0), default=None,
+                        help="Hamming radius of the candidate pairs [default: 10/64 of the code length when "
+                             "verifying; 3/64 with --no-verify, where it decides alone].")(f)
+
+
+def _find_groups(idx: Any, radius: int | None, quiet: bool, **options: Any) -> list:
+    """find_groups with a progress bar on stderr while pairs are verified (only on a terminal, never with -q)."""
+    from hashdup.dedup import find_groups
+
+    bar = None
+
+    def progress(stage: str, done: int, total: int) -> None:
+        nonlocal bar
+        if quiet or not sys.stderr.isatty():
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="pair", desc=stage, file=sys.stderr, leave=False, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        return find_groups(idx, radius, progress=progress, **options)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 @cli.command()
-@click.option("--radius", type=click.IntRange(min=0), default=None,
-              help="Largest Hamming distance between linked images (inclusive) [default: 3 for 64-bit codes, "
-                   "3/64 of the code length in general].")
+@click.argument("dest", required=False, metavar="[DIR]", type=click.Path(file_okay=False))
+@group_options
+@click.option("--action", type=click.Choice(DEDUP_ACTIONS), default="list", show_default=True,
+              help="What to do with every image of a group but its keeper: list the groups, move them into DIR, "
+                   "replace them by symbolic or hard links to the keeper, or delete them (deletes cannot be undone).")
+@click.option("--yes", is_flag=True, help="Act; without it, move/symlink/hardlink/delete only print what they would do.")
+@click.option("--manifest", type=click.Path(dir_okay=False),
+              help="Journal of the changes, for hashdup undo [default: ./hashdup-actions-<UTC time>.jsonl].")
 @format_options
 @index_option
 @quiet_option
-def dedup(radius: int | None, fmt: str, index_dir: str, quiet: bool) -> None:
-    """Print groups of near-duplicate images in the index.
+def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror: bool, verify: bool, action: str,
+          yes: bool, manifest: str | None, fmt: str, index_dir: str, quiet: bool) -> None:
+    """Print groups of near-duplicate images in the index, or act on their duplicates.
 
-    Images whose codes are within --radius bits, or whose files are byte-identical, are linked; a group is a
-    connected set of linked images (single linkage).
+    Candidate pairs come from the binary codes (within --radius bits, and each image's nearest codes); each is
+    decided by the distance of the images' descriptors and, where that is not conclusive, by matching local
+    features of the two files (ORB + RANSAC) and comparing the aligned pixels. Byte-identical files are always
+    duplicates; mirrored copies are matched unless --no-mirror. Each group keeps one image ("keep", chosen by --keep); with
+    --action, every other image of the group is moved, linked or deleted, but only with --yes, and only if it and
+    its keeper are unchanged since indexing (size, modification time, content hash). Changes are journalled in a
+    manifest that `hashdup undo` reverses (moves and links; not deletes). Exit status 1 when any file was skipped.
 
     \b
     Example:
-        hashdup dedup --radius 6 | jq -r '.[].paths[1:][]'
+        hashdup dedup | jq -r '.[] | .keep as $k | .paths[] | select(. != $k)'
+        hashdup dedup --action move ./dups             # dry run: what would move
+        hashdup dedup --action move ./dups --yes       # move, write hashdup-actions-*.jsonl
+        hashdup undo hashdup-actions-20250101T120000Z.jsonl
     """
-    from hashdup import pipeline
+    from hashdup import actions, pipeline
 
+    if (action == "move") != (dest is not None):
+        raise click.UsageError("--action move needs a destination folder DIR" if action == "move"
+                               else f"DIR goes with --action move, not --action {action}")
+    if manifest is not None and action == "list":
+        raise click.UsageError("--manifest goes with --action move, symlink, hardlink or delete")
+    if manifest is not None and os.path.lexists(manifest):
+        raise click.BadParameter(f"{manifest} already exists; a manifest is never overwritten",
+                                 param_hint="--manifest")
+    options: dict[str, Any] = {"keep": keep, "linkage": linkage, "mirror": mirror, "verify": verify}
     idx = _open(index_dir)
     try:
-        r = pipeline.default_radius(idx.n_bits) if radius is None else radius
-        groups = pipeline.dedup(idx, r)
+        groups = _find_groups(idx, radius, quiet, **options)
+        roots = list(idx.stored.catalogue.roots)
     finally:
         idx.close()
-    _emit(groups, fmt, ["group", "max_distance", "paths"])
-    _say(quiet, f"hashdup: {len(groups)} groups, {sum(len(g['paths']) for g in groups)} images, radius {r}")
+    if action == "list":
+        _emit([g.to_json() for g in groups], fmt, ["group", "keep", "max_distance", "paths"])
+        _say(quiet, f"hashdup: {len(groups)} groups, {sum(len(g.members) for g in groups)} images")
+        return
+    steps = actions.plan(groups, action, dest, roots=roots)
+    columns = ["group", "status", "path", "target", "reason"]
+    what = actions.PAST[action] + (f" to {dest}" if dest else "")
+    if not yes:
+        actions.preview(steps)
+        _emit([s.to_json() for s in steps], fmt, columns)
+        n_skip = sum(s.status == "skipped" for s in steps)
+        _say(quiet, f"hashdup: dry run: {len(steps) - n_skip} files would be {what}"
+                    + (f", {n_skip} skipped (see reason)" if n_skip else "") + "; add --yes to act")
+        return
+    if not steps:
+        _emit([], fmt, columns)
+        _say(quiet, "hashdup: no duplicates; nothing done, no manifest written")
+        return
+    def tell(s: "actions.Step") -> None:
+        if s.status != "done":
+            _say(quiet, f"hashdup: {s.status} {s.to_json()['path']}: {s.reason}")
+
+    manifest = manifest or actions.default_manifest()
+    done = actions.apply(steps, manifest, index=index_dir, dest=dest, on_step=tell)
+    _emit([s.to_json() for s in done], fmt, columns)
+    counts = {k: sum(s.status == k for s in done) for k in ("done", "skipped", "failed")}
+    _say(quiet, f"hashdup: {counts['done']} files {what}, {counts['skipped']} skipped, {counts['failed']} failed; "
+                f"manifest {manifest}" + ("" if action == "delete" else f" (hashdup undo {manifest} reverses it)")
+                + ("; deleted files cannot be restored" if action == "delete" else ""))
+    if counts["done"] != len(done):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@format_options
+@quiet_option
+def undo(manifest: str, fmt: str, quiet: bool) -> None:
+    """Reverse the changes recorded in MANIFEST by `hashdup dedup --action ... --yes`.
+
+    Moved files are moved back and linked files are put back from the backups beside the manifest (MANIFEST.files/),
+    each only if its content is the indexed one and nothing else now occupies its original path; deleted files
+    cannot be restored. The manifest records what was undone, so running undo twice is harmless. Exit status 1 when
+    anything could not be undone.
+
+    \b
+    Example:
+        hashdup undo hashdup-actions-20250101T120000Z.jsonl
+    """
+    from hashdup import actions
+
+    def tell(s: "actions.Step") -> None:
+        if s.status != "undone":
+            _say(quiet, f"hashdup: not undone ({s.status}) {s.to_json()['path']}: {s.reason}")
+
+    results = actions.undo(manifest, on_step=tell)
+    _emit([s.to_json() for s in results], fmt, ["group", "action", "status", "path", "target", "reason"])
+    n_undone = sum(s.status == "undone" for s in results)
+    _say(quiet, f"hashdup: {n_undone} of {len(results)} changes undone")
+    if n_undone != len(results):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("-o", "--output", default="hashdup-report.html", show_default=True,
+              type=click.Path(dir_okay=False, allow_dash=True), help="HTML file to write; '-' writes to stdout.")
+@group_options
+@index_option
+@quiet_option
+def report(output: str, radius: int | None, keep: str, linkage: str, mirror: bool, verify: bool, index_dir: str,
+           quiet: bool) -> None:
+    """Write one self-contained HTML page of the near-duplicate groups.
+
+    Thumbnails (inline, no external files), sizes, resolutions, distances, and the keeper of each group marked;
+    readable on a phone. The file is replaced atomically; nothing goes to stdout unless -o -.
+
+    \b
+    Example:
+        hashdup report -o report.html
+    """
+    from hashdup import pipeline
+    from hashdup import report as html_report
+
+    options = {"keep": keep, "linkage": linkage, "mirror": mirror, "verify": verify}
+    idx = _open(index_dir)
+    try:
+        groups = _find_groups(idx, radius, quiet, **options)
+        facts = html_report.index_facts(pipeline.info(idx), radius=radius, **options)
+    finally:
+        idx.close()
+    kwargs = {"index_info": facts, "on_problem": lambda p, why: _say(quiet, f"hashdup: cannot show {p}: {why}")}
+    if output == "-":
+        stats = html_report.write(groups, sys.stdout.buffer, **kwargs)
+    else:
+        stats = html_report.save(groups, output, **kwargs)
+    _say(quiet, f"hashdup: wrote {'stdout' if output == '-' else output}: {stats.groups} groups, {stats.images} "
+                f"images, {stats.duplicates} duplicates, {html_report.human_bytes(stats.reclaimable_bytes)} "
+                f"reclaimable" + (f"; {stats.unreadable} images could not be shown" if stats.unreadable else ""))
 
 
 @cli.command()

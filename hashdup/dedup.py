@@ -6,11 +6,12 @@ The data types here (:class:`Member`, :class:`Group`) are what ``dedup``, ``repo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from hashdup.io.catalogue import FileRecord
 from hashdup.io.walk import display_path
@@ -30,7 +31,8 @@ class Member:
 
     ``distance`` is the Hamming distance from the keeper's code (0 for the keeper itself), ``match`` how the image
     was linked to its group: "keeper", "identical" (same bytes), "code" (code distance alone), "metric" (descriptor
-    distance under the learned metric) or "geometric" (local features agree on a transform).
+    distance), "geometric" (local features agree on a transform and the aligned pixels agree) or, with single
+    linkage, "linked" (joined to the group through other members, not directly to the keeper).
     """
 
     id: int
@@ -106,56 +108,97 @@ def member(index: Index, rec: FileRecord, distance: int = 0, match: str = "keepe
                   rec.blake2b or "", int(rec.width or 0), int(rec.height or 0), rec.format or "", distance, match)
 
 
-def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "single",
-                keep: KeepPolicy = "resolution", mirror: bool = True, verify: bool = True) -> list[Group]:
+def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "star",
+                keep: KeepPolicy = "resolution", mirror: bool = True, verify: bool = True,
+                progress: Callable[[str, int, int], None] | None = None) -> list[Group]:
     """Group the near-duplicate images of an index.
+
+    Two stages (:mod:`hashdup.pairs`): the binary codes propose candidate pairs (within ``radius`` bits, and each
+    image's nearest codes), then each pair is decided by the distance of the stored descriptors (mirror-aware),
+    and, where that distance is not conclusive, by geometric verification of the two image files
+    (:mod:`hashdup.verify`). Byte-identical files are always duplicates.
 
     Parameters
     ----------
     index : Index
     radius : int, optional
-        Hamming radius of the candidate stage (inclusive); default from the code length.
-    linkage : {"single", "complete", "star"}
-        How linked pairs make groups: connected components ("single"), groups whose members are all linked to
-        each other ("complete"), or groups whose members are all linked to the group's keeper ("star").
+        Hamming radius of the candidate stage (inclusive); default from the code length. Without verification,
+        pairs within the radius are the duplicates.
+    linkage : {"star", "single", "complete"}
+        How decided pairs make groups: "star", every member a duplicate of the group's keeper; "single", connected
+        components (chains may join unrelated images through intermediate ones); "complete", every member a
+        duplicate of every other.
     keep : {"resolution", "size", "oldest", "newest", "path"}
         Which member is the keeper (see :func:`order_members`).
     mirror : bool
-        Also match mirrored images.
+        Also match left-right mirrored images.
     verify : bool
-        Decide candidate pairs by the verification stage rather than by code distance alone.
+        Decide pairs by descriptors and pixels (the default) rather than by code distance alone.
+    progress : callable, optional
+        ``progress(stage, done, total)`` as pairs are verified.
 
     Returns
     -------
     list of Group
         Numbered from 1, ordered by their first path.
     """
-    from hashdup import bits
     from hashdup.index import connected_groups
-    from hashdup.pipeline import default_radius
+    from hashdup.pairs import PairJudge
 
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
-    _keep_key(keep)
-    radius = default_radius(index.n_bits) if radius is None else radius
-    if radius < 0:
-        raise ValueError(f"radius must be ≥ 0, got {radius}")
-    i, j, _ = index.search.self_join(radius)
-    same_i, same_j = index.stored.catalogue.identical_pairs()
-    components = connected_groups(len(index), np.concatenate([i, same_i]), np.concatenate([j, same_j]))
-    codes = index.stored.codes.codes
-    groups = []
+    key = _keep_key(keep)
+    judge = PairJudge(index, radius, mirror=mirror, verify=verify, progress=progress)
+    i, j = judge.linked_pairs()
+    components = connected_groups(len(index), i, j)
+    recs = {r.id: member(index, r) for r in index.stored.catalogue.records(np.unique(np.concatenate(components))
+                                                                        .tolist() if components else [])}
+    groups: list[Group] = []
     for ids in components:
-        recs = index.stored.catalogue.records(ids.tolist())
-        members = order_members([member(index, r) for r in recs], keep)
-        member_codes = np.asarray(codes[[m.id for m in members]])
-        d_keep = bits.hamming(member_codes[:1], member_codes)[0]
-        members = [members[0]] + [
-            Member(**{**m.__dict__, "distance": int(d), "match": "code"}) for m, d in zip(members[1:], d_keep[1:])]
-        max_d = max(int(bits.hamming(member_codes[a : a + 1024], member_codes).max())
-                    for a in range(0, len(ids), 1024))  # in blocks: memory stays bounded for huge groups
-        groups.append(Group(0, members, max_d))
+        if linkage == "single":
+            parts = [ids.tolist()]
+        else:
+            parts = _split(ids.tolist(), recs, key, judge, complete=linkage == "complete", edges=(i, j))
+        for part in parts:
+            ordered = order_members([recs[m] for m in part], keep)
+            keeper = ordered[0]
+            members = [keeper] + [Member(**{**m.__dict__, "distance": judge.code_distance(keeper.id, m.id),
+                                            "match": judge.how(keeper.id, m.id) or "linked"}) for m in ordered[1:]]
+            ids_arr = np.array([m.id for m in members])
+            groups.append(Group(0, members, judge.max_code_distance(ids_arr)))
     groups.sort(key=lambda g: min(m.path for m in g.members))
     for n, g in enumerate(groups, start=1):
         g.number = n
     return groups
+
+
+def _split(ids: list[int], recs: dict[int, Member], key: Callable[[Member], Any], judge: Any, *, complete: bool,
+           edges: tuple[NDArray[np.int64], NDArray[np.int64]]) -> list[list[int]]:
+    """Cut a connected component into star groups (each member linked to the keeper) or complete groups (each
+    member linked to every other), keeper first, greedily; what is left is split again."""
+    from hashdup.index import connected_groups
+
+    parts: list[list[int]] = []
+    todo = [ids]
+    while todo:
+        comp = todo.pop()
+        if len(comp) < 2:
+            continue
+        keeper = min((recs[m] for m in comp), key=key).id
+        rest = sorted((m for m in comp if m != keeper), key=lambda m: judge.distance(keeper, m))
+        group = [keeper]
+        for m in rest:
+            if judge.same(keeper, m) and (not complete or all(judge.same(g, m) for g in group[1:])):
+                group.append(m)
+        if len(group) > 1:
+            parts.append(group)
+        left = [m for m in comp if m not in set(group)]
+        if len(left) > 1:
+            inside = set(left)
+            ei, ej = edges
+            sel = np.array([a in inside and b in inside for a, b in zip(ei.tolist(), ej.tolist())], dtype=bool)
+            if sel.any():
+                pos = {m: n for n, m in enumerate(left)}
+                sub = connected_groups(len(left), [pos[a] for a in ei[sel].tolist()], [pos[b] for b in ej[sel].tolist()])
+                todo.extend([[left[x] for x in g.tolist()] for g in sub])
+    return parts

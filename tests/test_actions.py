@@ -329,7 +329,7 @@ def test_undo_never_overwrites(lib, action):
     out = {x["path"]: x for x in json.loads(r.stdout)}
     assert out[str(occupied)]["status"] == "skipped" and "not overwritten" in out[str(occupied)]["reason"]
     assert occupied.read_bytes() == b"a new file the user put there"
-    assert [x["status"] for x in out.values()].count("undone") == 5
+    assert [x["status"] for x in out.values()].count("undone") == len(rows) - 1  # all but the occupied one
     if action == "move":
         assert digest(rows[0]["target"]) == json.loads(manifest.read_text().splitlines()[1])["blake2b"]
     else:

@@ -43,9 +43,9 @@ def test_index_then_dedup_query_info(runner, built_index, tmp_path):
     r = run(runner, ["dedup", "--index", idx])
     assert r.exit_code == 0
     groups = json.loads(r.stdout)
-    assert len(groups) == 6 and set(groups[0]) == {"group", "keep", "paths", "max_distance"}
+    assert len(groups) == 7 and set(groups[0]) == {"group", "keep", "paths", "max_distance"}
 
-    r = run(runner, ["dedup", "--index", idx, "--jsonl", "--radius", "0"])
+    r = run(runner, ["dedup", "--index", idx, "--jsonl", "--radius", "0", "--no-verify"])
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert all(g["max_distance"] == 0 for g in lines)
     assert any(g["paths"][0].endswith("grace_hopper_copy.jpg") for g in lines)
@@ -68,7 +68,7 @@ def test_index_then_dedup_query_info(runner, built_index, tmp_path):
 
     r = run(runner, ["dedup", "--index", idx, "--table"])
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["group", "max_distance", "paths"] and len(lines) == 2 + 6
+    assert lines[0].split() == ["group", "keep", "max_distance", "paths"] and len(lines) == 2 + 7
     assert "chelsea_q30.jpg, " in r.stdout
 
     r = run(runner, ["info", "--index", idx])

@@ -208,7 +208,7 @@ def test_changed_descriptor_rebuilds_everything(template, tmp_path):
     imgs, idx = folder_from(template, tmp_path / "imgs"), tmp_path / "idx"
     build(imgs, idx)
     s = build(imgs, idx, descriptor="color")
-    assert s.rebuild == "the descriptor changed (gist → color)" and s.decoded == 12 and not s.encoder_reused
+    assert s.rebuild == "the descriptor changed (gist+color → color)" and s.decoded == 12 and not s.encoder_reused
     assert counts(s) == (0, 0, 0, 13)  # the files themselves did not change
     s = build(imgs, idx, descriptor="color", descriptor_params={"image_size": 32})
     assert s.rebuild == "the descriptor settings changed (image_size 64 → 32)" and s.decoded == 12
@@ -333,7 +333,7 @@ def test_cli_summary_and_refit(template, tmp_path):
         in r.stderr
     assert "lsh fitted because --refit was given" in r.stderr
     r = run("--descriptor", "color")
-    assert r.exit_code == 0 and "nothing reused from the previous index: the descriptor changed (gist → color)" \
+    assert r.exit_code == 0 and "nothing reused from the previous index: the descriptor changed (gist+color → color)" \
         in r.stderr
 
 

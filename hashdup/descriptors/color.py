@@ -60,6 +60,14 @@ class ColorHistogram:
     def __repr__(self) -> str:
         return f"ColorHistogram(space={self.space!r}, bins={self.bins}, grid={self.grid})"
 
+    def mirror_permutation(self) -> NDArray[np.int64]:
+        """Feature order of the histogram of the left-right mirrored image (cell columns reversed; a global
+        histogram is mirror-invariant): ``describe(mirror(I)) == describe(I)[perm]``, exactly when ``image_size``
+        is a multiple of ``grid`` (otherwise the cells are not all the same width, and it holds approximately)."""
+        g, n_bins = self.grid, int(np.prod(self.bins))
+        cells = np.arange(g * g).reshape(g, g)[:, ::-1].reshape(-1)
+        return (cells[:, None] * n_bins + np.arange(n_bins)[None, :]).reshape(-1).astype(np.int64)
+
     def describe(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
         """Histograms of a batch of images.
 

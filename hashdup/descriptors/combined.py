@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,18 @@ class GistColor:
         c = self.color.get_params()
         return {"image_size": self.image_size, "color_weight": self.color_weight, "space": c["space"],
                 "bins": c["bins"], "grid": c["grid"]}
+
+    def views(self) -> dict[str, Callable[[NDArray[np.floating]], NDArray[np.float64]]]:
+        """Parts of the descriptor that near-duplicate search also looks for neighbours in, as functions of full
+        descriptors: the colour histogram, and the GIST on a 2 × 2 grid (a caption moves the GIST far and the colours
+        little; a grey copy the reverse; a crop moves the fine grid more than the coarse one)."""
+        g, w = self.gist.n_features, np.sqrt(1.0 - self.color_weight)
+        return {"color": lambda X: np.asarray(X, dtype=np.float64)[:, g : g + self.color.n_features],
+                "gist-2x2": lambda X: self.gist.coarse(np.asarray(X)[:, :g] / max(w, 1e-12), 2)}
+
+    def mirror_permutation(self) -> NDArray[np.int64]:
+        """Feature order of the mirrored image's descriptor: each part's permutation, the colour part offset."""
+        return np.concatenate([self.gist.mirror_permutation(), self.gist.n_features + self.color.mirror_permutation()])
 
     def describe(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
         """Describe (n, image_size, image_size, 3) uint8 images as (n, n_features) float32 unit vectors."""

@@ -84,6 +84,31 @@ class Gist:
     def __repr__(self) -> str:
         return f"Gist(image_size={self.image_size}, orientations={self.orientations}, blocks={self.blocks})"
 
+    def coarse(self, X: NDArray[np.floating], blocks: int = 2) -> NDArray[np.float64]:
+        """GIST on a coarser grid, from full descriptors: cell means averaged over ``blocks`` × ``blocks`` groups of
+        cells (exact, the cells being equal). Coarse cells move little when a picture is cropped or rotated a few
+        degrees, so near-duplicate search looks for neighbours there too.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n, n_features)
+        blocks : int
+            Cells per side of the coarse grid, a divisor of :attr:`blocks`.
+
+        Returns
+        -------
+        ndarray of float64, shape (n, n_filters × blocks²)
+        """
+        B, f = self.blocks, self.blocks // blocks
+        if blocks < 1 or B % blocks:
+            raise ValueError(f"blocks must divide {B}, got {blocks}")
+        X = np.asarray(X, dtype=np.float64).reshape(len(X), self.n_filters, blocks, f, blocks, f)
+        return X.mean(axis=(3, 5)).reshape(len(X), -1)
+
+    def views(self) -> dict[str, Any]:
+        """Where near-duplicate search also looks for neighbours: the GIST on a 2 × 2 grid (see :meth:`coarse`)."""
+        return {"gist-2x2": lambda X: self.coarse(X, 2)}
+
     def mirror_permutation(self) -> NDArray[np.int64]:
         """Feature order of the GIST of the left-right mirrored image: ``describe(mirror(I)) ≈ describe(I)[perm]``.
 
