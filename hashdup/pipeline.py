@@ -85,7 +85,7 @@ class IndexSummary:
 
 
 def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.PathLike[str] = DEFAULT_INDEX, *,
-                descriptor: DescriptorName = "gist", descriptor_params: dict[str, Any] | None = None,
+                descriptor: DescriptorName = "gist+color", descriptor_params: dict[str, Any] | None = None,
                 encoder: EncoderName = "lsh",
                 n_bits: int = 64, seed: int = 0, hidden: bool = False, batch_size: int = 32,
                 supervision: Supervision = Supervision(), encoder_params: dict[str, Any] | None = None,
@@ -105,7 +105,9 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
         Folders (walked recursively) and single image files.
     index_dir : path-like, default ".hashdup"
         Index folder; an existing index there is updated and replaced atomically when this run succeeds.
-    descriptor : {"gist", "color", "gist+color"}
+    descriptor : {"gist+color", "gist", "color"}
+        Default "gist+color", chosen on bench/neardup.py: a caption moves the GIST far and the colours little,
+        a grey copy the reverse, and dedup looks for neighbours in each part.
     descriptor_params : dict, optional
         Keyword parameters of the descriptor.
     encoder : {"lsh", "median", "pca", "itq", "spectral", "itml", "rbm"}
@@ -375,8 +377,9 @@ def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radiu
 
 
 def default_radius(n_bits: int) -> int:
-    """The default ``dedup`` radius for ``n_bits``-bit codes: :data:`DEFAULT_RADIUS_FRACTION` of the bits, rounded
-    down (1 at 32 bits, 3 at 64, 6 at 128)."""
+    """The default radius of ``dedup --no-verify`` (code distance alone decides) for ``n_bits``-bit codes:
+    :data:`DEFAULT_RADIUS_FRACTION` of the bits, rounded down (1 at 32 bits, 3 at 64, 6 at 128). With verification
+    (the default) the codes only propose candidates, at :data:`hashdup.pairs.CANDIDATE_RADIUS_FRACTION`."""
     return int(DEFAULT_RADIUS_FRACTION * n_bits)
 
 
