@@ -10,7 +10,7 @@ Two folders of real photos are built once under ``bench/out/extract/`` (and reus
 
 For each folder and each number of worker processes N (1 and 2 by default) it times, in the same run:
 
-* ``hashdup extract``: :func:`hashdup.extract.extract` with the default GIST descriptor (read, hash, decode,
+* ``hashdup extract``: :func:`hashdup.extract.extract` with the index's default descriptor, gist+color (read, hash, decode,
   describe; the process pool's start-up included);
 * ``hashdup index``: the whole command (``hashdup index DIR --workers N``) in a fresh process, into a new index:
   walk, extract, fit LSH, encode, write;
@@ -111,12 +111,16 @@ def describe_folder(folder: Path) -> dict:
             "bytes_median": int(np.median(sizes)), "bytes_total": int(sum(sizes))}
 
 
+#: The descriptor measured: the index's default unless --descriptor says otherwise.
+DESCRIPTOR = "gist+color"
+
+
 def time_extract(paths: list[str], workers: int) -> float:
-    from hashdup.descriptors import Gist
+    from hashdup.descriptors import make_descriptor
     from hashdup.extract import extract
 
     t = time.perf_counter()
-    n = sum(1 for r in extract(paths, Gist(), workers=workers) if r.descriptor is not None)
+    n = sum(1 for r in extract(paths, make_descriptor(DESCRIPTOR), workers=workers) if r.descriptor is not None)
     dt = time.perf_counter() - t
     if n != len(paths):
         sys.exit(f"hashdup described {n} of {len(paths)} files")
@@ -128,7 +132,7 @@ def time_index(folder: Path, workers: int) -> float:
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         t = time.perf_counter()
         subprocess.run([str(exe), "index", str(folder), "--index", str(Path(tmp) / "idx"), "--workers", str(workers),
-                        "-q"], check=True)
+                        "--descriptor", DESCRIPTOR, "-q"], check=True)
         return time.perf_counter() - t
 
 
@@ -149,11 +153,11 @@ def stages(paths: list[str]) -> dict:
     ``PHash().encode_image``, on the same (up to) 100 files."""
     from imagededup.methods import PHash
 
-    from hashdup.descriptors import Gist
+    from hashdup.descriptors import make_descriptor
     from hashdup.io import images
 
     paths = paths[:100]
-    g = Gist()
+    g = make_descriptor(DESCRIPTOR)
     g.describe(np.zeros((1, 128, 128, 3), np.uint8))  # filter bank built outside the timing
     phash = PHash(verbose=False)
     best = {"read_hash_ms": np.inf, "decode_ms": np.inf, "gist_ms": np.inf, "imagededup_ms": np.inf}
@@ -184,8 +188,12 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--descriptor", default=DESCRIPTOR, choices=["gist+color", "gist", "color"],
+                    help="descriptor of hashdup's extraction [default: the index's default, gist+color]")
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     args = ap.parse_args()
+    global DESCRIPTOR
+    DESCRIPTOR = args.descriptor
     logging.disable(logging.WARNING)  # imagededup logs every folder it encodes
     worker_counts = [int(w) for w in args.workers.split(",")]
     OUT.mkdir(parents=True, exist_ok=True)

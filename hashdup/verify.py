@@ -92,8 +92,10 @@ class Verifier:
     min_blocks : float, default 0.7
         Otherwise, the fraction of 16-pixel blocks of the overlap that must correlate (≥ 0.7) on their own: a
         caption or watermark changes a few blocks and lowers the correlation of the whole.
-    min_overlap : float, default 0.3
-        Overlap of the aligned images needed, as a fraction of the smaller one's area.
+    min_overlap : float, default 0.85
+        Overlap of the aligned images needed, as a fraction of the smaller one's area. An edited copy is the whole
+        picture or a part of it (a crop), so one image lies almost entirely inside the other; two shots of one scene
+        that only partly overlap (measured: 41–74 % for tiles of two Holidays photos of one view) are not duplicates.
     max_rotation : float, default 20
         Largest rotation, in degrees, of an accepted transform (EXIF orientation is applied when reading, and
         mirroring is tried explicitly).
@@ -106,8 +108,8 @@ class Verifier:
     """
 
     def __init__(self, *, max_side: int = 256, n_keypoints: int = 400, min_inliers: int = 10, min_ncc: float = 0.8,
-                 min_blocks: float = 0.7, min_overlap: float = 0.3, max_rotation: float = 20.0, mirror: bool = True, random_state: int = 0,
-                 cache_size: int = 4096) -> None:
+                 min_blocks: float = 0.7, min_overlap: float = 0.85, max_rotation: float = 20.0, mirror: bool = True,
+                 random_state: int = 0, cache_size: int = 4096) -> None:
         self.max_side = int(max_side)
         self.n_keypoints = int(n_keypoints)
         self.min_inliers = int(min_inliers)
@@ -154,7 +156,7 @@ class Verifier:
             local = gray - gaussian_filter(gray, 8.0)
             local = local / (np.sqrt(gaussian_filter(local * local, 8.0)) + 0.02)
             local = np.clip(0.5 + local / 6.0, 0.0, 1.0).astype(np.float32)
-            orb = ORB(n_keypoints=self.n_keypoints, fast_threshold=0.04)
+            orb = ORB(n_keypoints=self.n_keypoints, fast_threshold=0.08)
             try:
                 orb.detect_and_extract(local)
                 kp, desc = orb.keypoints[:, ::-1].astype(np.float64), orb.descriptors.astype(bool)
