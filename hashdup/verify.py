@@ -83,9 +83,9 @@ class Verifier:
     ----------
     max_side : int, default 256
         Images are compared with their longest side scaled to this many pixels.
-    n_keypoints : int, default 400
+    n_keypoints : int, default 800
         ORB keypoints per image.
-    min_inliers : int, default 10
+    min_inliers : int, default 8
         RANSAC inliers needed for a transform to be considered.
     min_ncc : float, default 0.8
         Correlation of the aligned, smoothed pixels needed to call the pair the same picture.
@@ -107,7 +107,7 @@ class Verifier:
         Prepared images kept in memory.
     """
 
-    def __init__(self, *, max_side: int = 256, n_keypoints: int = 400, min_inliers: int = 10, min_ncc: float = 0.8,
+    def __init__(self, *, max_side: int = 256, n_keypoints: int = 800, min_inliers: int = 8, min_ncc: float = 0.8,
                  min_blocks: float = 0.7, min_overlap: float = 0.85, max_rotation: float = 20.0, mirror: bool = True,
                  random_state: int = 0, cache_size: int = 4096) -> None:
         self.max_side = int(max_side)
