@@ -75,14 +75,19 @@ def lib(tmp_path, monkeypatch):
     return tmp_path, images, tmp_path / "idx"
 
 
+# The actions are tested on the planted groups as code distance alone finds them (radius 8 finds all seven, see
+# test_pipeline): the dozens of dedup runs here need not verify pixels each time (tests/test_dedup.py does that).
+CODES = ("--no-verify", "--radius", "8")
+
+
 def groups_of(idx, *extra):
-    r = run("dedup", "--index", idx, *extra)
+    r = run("dedup", "--index", idx, *CODES, *extra)
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
 
 
 def act(idx, *args):
-    r = run("dedup", "--index", idx, *args)
+    r = run("dedup", "--index", idx, *CODES, *args)
     return r, (json.loads(r.stdout) if r.stdout else None)
 
 
@@ -199,7 +204,7 @@ def test_without_yes_nothing_is_touched(lib, args):
 def test_usage_errors_exit_2_and_touch_nothing(lib, args):
     base, _, idx = lib
     before = snapshot(base)
-    r = run("dedup", "--index", idx, *args)
+    r = run("dedup", "--index", idx, *CODES, *args)
     assert r.exit_code == 2, r.output
     assert r.stdout == "" and snapshot(base) == before
 
@@ -208,7 +213,7 @@ def test_an_existing_manifest_is_never_overwritten(lib):
     base, _, idx = lib
     (base / "m.jsonl").write_text("mine\n")
     before = snapshot(base)
-    r = run("dedup", "--index", idx, "--action", "delete", "--yes", "--manifest", base / "m.jsonl")
+    r = run("dedup", "--index", idx, *CODES, "--action", "delete", "--yes", "--manifest", base / "m.jsonl")
     assert r.exit_code == 2 and "already exists" in r.stderr
     assert snapshot(base) == before
 
