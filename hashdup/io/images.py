@@ -477,14 +477,7 @@ def thumbnail(path: str | os.PathLike[str], max_side: int = 240, *, quality: int
 
 
 def _thumbnail_image(data: bytes, max_side: int, name: str, max_pixels: int) -> Image.Image:
-    img = Image.open(io.BytesIO(data))
-    width, height = img.size
-    if width <= 0 or height <= 0:
-        raise ImageError(name, f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageError(name, f"decompression bomb refused: {width}x{height} pixels exceeds the limit of {max_pixels}")
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)
+    img = _open_checked(data, name, max_pixels)  # the same bomb rules as decode; first frame only
     if isinstance(img, JpegImagePlugin.JpegImageFile):  # no smaller than the box: at most 1/8 through the DCT
         img.draft(img.mode, (max_side, max_side))
     img.load()
