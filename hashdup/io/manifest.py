@@ -49,6 +49,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -263,6 +264,28 @@ def noreplace(src: str, dst: str) -> None:
     os.unlink(src)
 
 
+def _move(src: str, dst: str, blake2b: str, place: Callable[[str, str], None], differs: str) -> None:
+    """Move ``src`` to ``dst`` with ``place`` (:func:`noreplace` or :func:`os.replace`, both atomic renames); across
+    file systems, copy to a temporary file beside ``dst``, check it against ``blake2b``, ``place`` it, then remove
+    ``src``. On any failure ``src`` stays and the temporary file is removed."""
+    try:
+        place(src, dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    tmp = str(temp_path(dst))
+    try:
+        shutil.copy2(src, tmp)
+        if file_digest(tmp) != blake2b:
+            raise OSError(errno.EIO, differs, dst)
+        place(tmp, dst)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    os.unlink(src)
+
+
 def transfer(src: str, dst: str, blake2b: str) -> None:
     """Move a file to ``dst`` without overwriting; across file systems by a copy checked against ``blake2b``.
 
@@ -280,22 +303,7 @@ def transfer(src: str, dst: str, blake2b: str) -> None:
     OSError
         EIO when the copy differs (it is removed, ``src`` is kept), or the operating system's error.
     """
-    try:
-        noreplace(src, dst)
-        return
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-    tmp = str(temp_path(dst))
-    try:
-        shutil.copy2(src, tmp)
-        if file_digest(tmp) != blake2b:
-            raise OSError(errno.EIO, "the copy differs from the original", dst)
-        noreplace(tmp, dst)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    os.unlink(src)
+    _move(src, dst, blake2b, noreplace, "the copy differs from the original")
 
 
 def backup(src: str, dst: str, blake2b: str) -> None:
@@ -367,21 +375,7 @@ def restore(src: str, dst: str, blake2b: str) -> None:
     OSError
         EIO when the copy differs (``dst`` and ``src`` are left as they were), or the operating system's error.
     """
-    try:
-        os.replace(src, dst)  # atomic: the link or the original, never neither
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        tmp = str(temp_path(dst))
-        try:
-            shutil.copy2(src, tmp)
-            if file_digest(tmp) != blake2b:
-                raise OSError(errno.EIO, "the copy differs from the backup", dst) from e
-            os.replace(tmp, dst)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        os.unlink(src)
+    _move(src, dst, blake2b, os.replace, "the copy differs from the backup")  # the link or the original, never neither
 
 
 def prune(folder: str, top: str) -> None:
