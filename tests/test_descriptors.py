@@ -122,6 +122,64 @@ def test_color_histogram_bins():
     assert lab.sum() == pytest.approx(1.0) and lab.max() == pytest.approx(1.0)
 
 
+def exact_hsv_bins(rgb, bins):
+    """The HSV bins of (n, 3) pixels in rational arithmetic (fractions.Fraction), from the hexcone formulas."""
+    from fractions import Fraction
+    from math import floor
+
+    out = []
+    for r, g, b in rgb.astype(int).tolist():
+        hi, lo = max(r, g, b), min(r, g, b)
+        d = hi - lo
+        if d == 0:
+            h, s = Fraction(0), Fraction(0)
+        else:
+            h6 = 4 + Fraction(r - g, d) if b == hi else 2 + Fraction(b - r, d) if g == hi else Fraction(g - b, d)
+            h, s = (h6 / 6) % 1, Fraction(d, hi)
+        ch = [min(floor(k * x), k - 1) for k, x in zip(bins, (h, s, Fraction(hi, 255)))]
+        out.append((ch[0] * bins[1] + ch[1]) * bins[2] + ch[2])
+    return np.array(out)
+
+
+def hsv_pixels(n, seed):
+    """Random pixels plus the cases the formulas branch on: greys, ties for the maximum, bin edges."""
+    rng = np.random.default_rng(seed)
+    special = [(0, 0, 0), (255, 255, 255), (128, 128, 128), (200, 50, 50), (50, 200, 200), (200, 200, 50),
+               (50, 50, 200), (255, 0, 0), (255, 0, 1), (255, 1, 0), (11, 11, 44), (64, 16, 16), (255, 255, 0),
+               (0, 255, 255), (255, 0, 255), (191, 191, 191), (192, 0, 0), (1, 0, 0), (2, 1, 0)]
+    ties = rng.integers(1, 64, size=(n // 4, 1)) * np.array([[4, 1, 1]])  # S = 3/4 exactly, on a bin edge
+    return np.concatenate([np.array(special), rng.integers(0, 256, size=(n, 3)), rng.permuted(ties, axis=1)]
+                          ).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bins", [(8, 4, 4), (6, 3, 5), (7, 2, 9), (1, 1, 1)])
+def test_hsv_bins_equal_the_exact_rational_bins(bins):
+    from hashdup.descriptors.color import hsv_bins
+
+    px = hsv_pixels(4000, seed=sum(bins))
+    np.testing.assert_array_equal(hsv_bins(px, bins), exact_hsv_bins(px, bins))
+
+
+def test_hsv_bins_equal_scikit_image_except_on_bin_edges():
+    from skimage.color import rgb2hsv
+
+    from hashdup.descriptors.color import hsv_bins
+
+    bins = (8, 4, 4)
+    px = hsv_pixels(20000, seed=1)
+    hsv = rgb2hsv(px[None])[0]
+    ch = [np.clip(np.floor(hsv[:, c] * k).astype(int), 0, k - 1) for c, k in enumerate(bins)]
+    ref = (ch[0] * bins[1] + ch[1]) * bins[2] + ch[2]
+    got = hsv_bins(px, bins)
+    differ = got != ref
+    assert 0 < differ.sum() < 0.05 * len(px)  # the planted S = 3/4 pixels sit on an edge; floats may round below
+    # where they differ, the exact value is on a bin edge: one channel's bin is one above scikit-image's
+    exact = exact_hsv_bins(px[differ], bins)
+    np.testing.assert_array_equal(got[differ], exact)
+    step = np.abs(got[differ] - ref[differ])
+    assert set(np.unique(step)) <= {1, bins[2], bins[1] * bins[2], (bins[0] - 1) * bins[1] * bins[2]}
+
+
 def test_gist_color_weighting():
     imgs = np.stack([rgb_noise(128, 128, seed=s) for s in (1, 2)])
     gc = GistColor(color_weight=0.25)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import scipy.fft
+from numba import njit
 from numpy.typing import NDArray
 
 from hashdup.descriptors.base import check_images, to_gray
@@ -232,8 +233,8 @@ class Gist:
             filters = bank[ids] if axis == 0 else bank[ids].transpose(0, 2, 1)
             filters = np.take_along_axis(filters, windows[:, :, None], axis=1)  # (g, m, n)
             filters = np.where(filters < NEGLIGIBLE_GAIN, np.float32(0), filters)  # no slow subnormal arithmetic
-            gains = np.ascontiguousarray(np.repeat(filters, 2, axis=2))  # real gains for (re, im) pairs
-            groups.append(_FilterGroup(axis, ids, windows, gains))
+            groups.append(_FilterGroup(axis, ids, np.ascontiguousarray(windows, dtype=np.intp),
+                                       np.ascontiguousarray(filters, dtype=np.float32)))
         return groups
 
     def _pooled_energy(self, spectrum: NDArray[np.complex64]) -> NDArray[np.float32]:
@@ -251,12 +252,10 @@ class Gist:
         by_axis = (spectrum, np.ascontiguousarray(spectrum.T))
         cells = np.empty((self.n_filters, B, B), dtype=np.float32)
         for g in self._bank_groups:
-            band = by_axis[g.axis][g.windows]  # (g, m, n): the band's rows of the (possibly transposed) spectrum
-            band.view(np.float32).__imul__(g.gains)
+            band = _filtered_band(by_axis[g.axis], g.windows, g.gains)  # (g, m, n): the band's lines, filtered
             lines = scipy.fft.ifft(band, axis=2, overwrite_x=True)[:, :, b : b + S]
-            energy = np.abs(scipy.fft.ifft(lines, n=n, axis=1, overwrite_x=True)[:, b : b + S])  # (g, S, S)
-            pooled = energy.reshape(len(g.ids), S, B, S // B).sum(axis=3).reshape(len(g.ids), B, S // B, B).sum(axis=2)
-            pooled *= np.float32(B * B / (S * S))
+            filtered = scipy.fft.ifft(lines, n=n, axis=1, overwrite_x=True)  # (g, n, S), rows b..b+S kept below
+            pooled = _pooled_magnitude(filtered, b, B)
             cells[g.ids] = pooled if g.axis == 0 else pooled.transpose(0, 2, 1)
         return cells
 
@@ -269,8 +268,8 @@ NEGLIGIBLE_GAIN = 1e-6
 @dataclass(frozen=True)
 class _FilterGroup:
     """Filters of one scale applied along the same axis: ``ids`` in the bank, ``windows`` (g, m) the frequency
-    lines (rows when ``axis`` is 0, columns when 1) where they are not negligible, ``gains`` (g, m, 2 n) float32
-    their values there, each repeated for the real and imaginary parts of a complex64 spectrum."""
+    lines (rows when ``axis`` is 0, columns when 1) where they are not negligible, ``gains`` (g, m, n) float32
+    their values there."""
 
     axis: int
     ids: NDArray[np.intp]
@@ -287,3 +286,48 @@ def _cyclic_window(mask: NDArray[np.bool_]) -> tuple[int, int]:
     gaps = np.diff(np.append(on, on[0] + n))  # distance from each True to the next, cyclically
     j = int(np.argmax(gaps))
     return int(on[(j + 1) % len(on)]), int(n - gaps[j] + 1)
+
+
+@njit(cache=True, nogil=True)
+def _filtered_band(spectrum, windows, gains):  # pragma: no cover - compiled
+    """``spectrum[windows] * gains``: the lines ``windows[k]`` of one (n, n) complex64 spectrum, each multiplied by
+    the real gains of filter ``k``, in one pass; shape (g, m, n)."""
+    g, m = windows.shape
+    n = spectrum.shape[1]
+    out = np.empty((g, m, n), dtype=np.complex64)
+    for k in range(g):
+        for j in range(m):
+            line = spectrum[windows[k, j]]
+            gain = gains[k, j]
+            for x in range(n):
+                out[k, j, x] = np.complex64(complex(line[x].real * gain[x], line[x].imag * gain[x]))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _pooled_magnitude(filtered, b, blocks):  # pragma: no cover - compiled
+    """Means of ``|filtered[k, b + y, x]|`` over a ``blocks`` × ``blocks`` grid of the S × S crop (S = the last
+    axis), in one pass over the complex64 output; shape (g, blocks, blocks).
+
+    Magnitudes are computed in float32 and summed column by column in float64 (element-wise loops, which the
+    compiler vectorises without reordering any sum: the bits do not depend on the CPU's vector width), then each
+    cell's columns are added in order."""
+    g, S = filtered.shape[0], filtered.shape[2]
+    c = S // blocks
+    out = np.empty((g, blocks, blocks), dtype=np.float32)
+    col = np.empty(S, dtype=np.float64)
+    for k in range(g):
+        for by in range(blocks):
+            col[:] = 0.0
+            for y in range(by * c, (by + 1) * c):
+                row = filtered[k, b + y]
+                for x in range(S):
+                    re = row[x].real
+                    im = row[x].imag
+                    col[x] += np.sqrt(re * re + im * im)  # float32, as numpy.abs on complex64
+            for bx in range(blocks):
+                t = 0.0
+                for x in range(bx * c, (bx + 1) * c):
+                    t += col[x]
+                out[k, by, bx] = t / (c * c)
+    return out
