@@ -110,7 +110,7 @@ def member(index: Index, rec: FileRecord, distance: int = 0, match: str = "keepe
 
 def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "star",
                 keep: KeepPolicy = "resolution", mirror: bool = True, verify: bool = True,
-                progress: Callable[[str, int, int], None] | None = None) -> list[Group]:
+                progress: Callable[[str, int, int], None] | None = None, workers: int = 1) -> list[Group]:
     """Group the near-duplicate images of an index.
 
     Two stages (:mod:`hashdup.pairs`): the binary codes propose candidate pairs (within ``radius`` bits, and each
@@ -136,6 +136,8 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
         Decide pairs by descriptors and pixels (the default) rather than by code distance alone.
     progress : callable, optional
         ``progress(stage, done, total)`` as pairs are verified.
+    workers : int
+        Processes that compare pixels; the groups do not depend on it.
 
     Returns
     -------
@@ -148,24 +150,29 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
     key = _keep_key(keep)
-    judge = PairJudge(index, radius, mirror=mirror, verify=verify, progress=progress)
-    i, j = judge.linked_pairs()
-    components = connected_groups(len(index), i, j)
-    recs = {r.id: member(index, r) for r in index.stored.catalogue.records(np.unique(np.concatenate(components))
-                                                                        .tolist() if components else [])}
-    groups: list[Group] = []
-    for ids in components:
-        if linkage == "single":
-            parts = [ids.tolist()]
-        else:
-            parts = _split(ids.tolist(), recs, key, judge, complete=linkage == "complete", edges=(i, j))
-        for part in parts:
-            ordered = order_members([recs[m] for m in part], keep)
+    judge = PairJudge(index, radius, mirror=mirror, verify=verify, progress=progress, workers=workers)
+    try:
+        i, j = judge.linked_pairs()
+        components = connected_groups(len(index), i, j)
+        recs = {r.id: member(index, r) for r in index.stored.catalogue.records(np.unique(np.concatenate(components))
+                                                                            .tolist() if components else [])}
+        parts = []
+        for ids in components:
+            if linkage == "single":
+                parts.append(ids.tolist())
+            else:
+                parts.extend(_split(ids.tolist(), recs, key, judge, complete=linkage == "complete", edges=(i, j)))
+        ordered_parts = [order_members([recs[m] for m in part], keep) for part in parts]
+        judge.prefetch((o[0].id, m.id) for o in ordered_parts for m in o[1:])  # how each member matches its keeper
+        groups: list[Group] = []
+        for ordered in ordered_parts:
             keeper = ordered[0]
             members = [keeper] + [Member(**{**m.__dict__, "distance": judge.code_distance(keeper.id, m.id),
                                             "match": judge.how(keeper.id, m.id) or "linked"}) for m in ordered[1:]]
             ids_arr = np.array([m.id for m in members])
             groups.append(Group(0, members, judge.max_code_distance(ids_arr)))
+    finally:
+        judge.close()
     groups.sort(key=lambda g: min(m.path for m in g.members))
     for n, g in enumerate(groups, start=1):
         g.number = n
@@ -186,6 +193,7 @@ def _split(ids: list[int], recs: dict[int, Member], key: Callable[[Member], Any]
             continue
         keeper = min((recs[m] for m in comp), key=key).id
         rest = sorted((m for m in comp if m != keeper), key=lambda m: judge.distance(keeper, m))
+        judge.prefetch((keeper, m) for m in rest)  # every one is asked below (the first test of each member)
         group = [keeper]
         for m in rest:
             if judge.same(keeper, m) and (not complete or all(judge.same(g, m) for g in group[1:])):

@@ -20,8 +20,9 @@ that keep meeting on each other's shortlists (:meth:`PairJudge._merge_groups`). 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -76,10 +77,13 @@ class PairJudge:
         Nearest codes per image proposed as candidates when verifying.
     progress : callable, optional
         ``progress("verifying", done, total)``.
+    workers : int
+        Processes that verify pixels (:func:`hashdup.verify_pool.verify_pairs`); the decisions do not depend on it.
     """
 
     def __init__(self, index: Index, radius: int | None = None, *, mirror: bool = True, verify: bool = True,
-                 nearest: int = NEAREST, progress: Callable[[str, int, int], None] | None = None) -> None:
+                 nearest: int = NEAREST, progress: Callable[[str, int, int], None] | None = None,
+                 workers: int = 1) -> None:
         from hashdup.pipeline import default_radius
 
         self.index = index
@@ -88,6 +92,10 @@ class PairJudge:
         self.verify = bool(verify)
         self.nearest = int(nearest)
         self.progress = progress
+        if workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {workers}")
+        self.workers = int(workers)
+        self._pool = None
         n_bits = index.n_bits
         if radius is None:
             radius = int(CANDIDATE_RADIUS_FRACTION * n_bits) if verify else default_radius(n_bits)
@@ -235,14 +243,22 @@ class PairJudge:
         for a, b in zip(ci[cheap].tolist(), cj[cheap].tolist(), strict=True):
             parent[find(a)] = find(b)
         linked = list(np.flatnonzero(cheap))
-        band = band[np.argsort(d[band], kind="stable")]
-        for n, e in enumerate(band.tolist()):
-            a, b = int(ci[e]), int(cj[e])
+        band = band[np.argsort(d[band], kind="stable")].tolist()
+
+        def unjoined() -> Iterator[tuple[int, int, int]]:  # pulled lazily: joins made so far are known
+            for n, e in enumerate(band):
+                a, b = int(ci[e]), int(cj[e])
+                if find(a) != find(b):
+                    yield n, a, b
+
+        for n, a, b in self._verified(unjoined()):
             if find(a) != find(b) and self.same(a, b):
                 parent[find(a)] = find(b)
-                linked.append(e)
+                linked.append(band[n])
             if self.progress is not None:
                 self.progress("verifying", n + 1, len(band))
+        if self.progress is not None and band:
+            self.progress("verifying", len(band), len(band))
         for e in np.flatnonzero(cheap).tolist():
             self._decided[(int(ci[e]), int(cj[e]))] = self._decide(int(ci[e]), int(cj[e]))
         keep = np.sort(np.array(linked, dtype=np.int64))
@@ -277,6 +293,48 @@ class PairJudge:
                 out_i.append(min(x, y))
                 out_j.append(max(x, y))
         return np.array(out_i, dtype=np.int64), np.array(out_j, dtype=np.int64)
+
+    def _verified(self, pairs: Iterable[tuple[Any, int, int]]) -> Iterator[tuple[Any, int, int]]:
+        """``(tag, i, j)`` for each of ``pairs``, in order, once :meth:`how` knows the pair: pairs that need their
+        pixels compared are verified by :attr:`workers` processes, a window ahead (see
+        :func:`hashdup.verify_pool.verify_pairs`); the others are decided here."""
+        from hashdup.verify_pool import VerifyPool, verify_pairs
+
+        if self.workers == 1 or not self.verify:
+            yield from pairs
+            return
+        if self._pool is None:
+            self._pool = VerifyPool(self.workers)
+        ready: deque[tuple[Any, int, int]] = deque()  # pulled, in order, waiting for the verdicts before them
+
+        def needing_pixels() -> Iterator[tuple[Any, str, str, bool | None]]:
+            for tag, i, j in pairs:
+                key = (min(i, j), max(i, j))
+                ready.append((tag, i, j))
+                if key not in self._decided and key not in self.identical and self.distance(*key) > self.accept:
+                    yield (tag, i, j), self._path(key[0]), self._path(key[1]), self._mirrored(*key)
+
+        for (tag, i, j), verdict in verify_pairs(self.verifier, needing_pixels(), self._pool):
+            key = (min(i, j), max(i, j))
+            self._decided.setdefault(key, "geometric" if verdict.same else None)
+            while ready:  # everything up to this pair, in order
+                item = ready.popleft()
+                yield item
+                if item == (tag, i, j):
+                    break
+        yield from ready
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started (a later verification starts them again)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def prefetch(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Decide ``pairs`` now, those that need pixels on :attr:`workers` processes, so that :meth:`how` answers
+        them from the cache."""
+        for _ in self._verified((None, i, j) for i, j in pairs):
+            pass
 
     # --- stage 2 -------------------------------------------------------------------------------------------------
     def _calibrate(self, n_pairs: int = 20000, seed: int = 0) -> tuple[float, float]:

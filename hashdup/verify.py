@@ -16,6 +16,7 @@ M. A. Fischler and R. C. Bolles, "Random sample consensus", Communications of th
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +29,11 @@ from hashdup.io import images
 @dataclass(frozen=True)
 class Features:
     """An image prepared for verification: smoothed greyscale pixels and ORB keypoints ((x, y), in pixels) with
-    their binary descriptors."""
+    their 256-bit binary descriptors, packed 8 bits a byte (``numpy.packbits``)."""
 
     gray: NDArray[np.float32]
     keypoints: NDArray[np.float64]
-    descriptors: NDArray[np.bool_]
+    descriptors: NDArray[np.uint8]
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,13 @@ class Verifier:
         Also try the second image mirrored left-right.
     random_state : int, default 0
         Seed of RANSAC.
-    cache_size : int, default 4096
-        Prepared images kept in memory.
+    cache_size : int, default 1024
+        Prepared images kept in memory (up to about 0.3 MB each).
     """
 
     def __init__(self, *, max_side: int = 256, n_keypoints: int = 800, min_inliers: int = 8, min_ncc: float = 0.8,
                  min_blocks: float = 0.7, min_overlap: float = 0.85, max_rotation: float = 20.0, mirror: bool = True,
-                 random_state: int = 0, cache_size: int = 4096) -> None:
+                 random_state: int = 0, cache_size: int = 1024) -> None:
         self.max_side = int(max_side)
         self.n_keypoints = int(n_keypoints)
         self.min_inliers = int(min_inliers)
@@ -122,25 +123,50 @@ class Verifier:
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[tuple[str, bool], Features | None] = OrderedDict()
 
+    def get_params(self) -> dict[str, object]:
+        """The keyword arguments that rebuild this verifier (how worker processes make theirs)."""
+        return {"max_side": self.max_side, "n_keypoints": self.n_keypoints, "min_inliers": self.min_inliers,
+                "min_ncc": self.min_ncc, "min_blocks": self.min_blocks, "min_overlap": self.min_overlap,
+                "max_rotation": self.max_rotation, "mirror": self.mirror, "random_state": self.random_state,
+                "cache_size": self.cache_size}
+
     # --- preparation ---------------------------------------------------------------------------------------------
     def features(self, path: str, mirrored: bool = False) -> Features | None:
-        """The prepared image (None when the file cannot be read or has no texture to match)."""
+        """The prepared image (None when the file cannot be read or has no texture to match), cached."""
         key = (path, mirrored)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        feats = self.compute_features(path, mirrored)
+        self.remember(key, feats)
+        return feats
+
+    def cached(self, path: str, mirrored: bool = False) -> bool:
+        """Whether :meth:`features` of this image is in the cache."""
+        return (path, mirrored) in self._cache
+
+    def remember(self, key: tuple[str, bool], feats: Features | None) -> None:
+        """Put features computed elsewhere (a worker process) in the cache, under ``(path, mirrored)``."""
+        self._cache[key] = feats
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def compute_features(self, path: str, mirrored: bool = False) -> Features | None:
+        """:meth:`features` without the cache."""
         try:
             gray = images.load_gray(path, self.max_side)
         except ImageError:
-            feats = None
-        else:
-            if mirrored:
-                gray = np.ascontiguousarray(gray[:, ::-1])
-            feats = self._prepare(gray)
-        self._cache[key] = feats
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return feats
+            return None
+        if mirrored:
+            gray = np.ascontiguousarray(gray[:, ::-1])
+        return self._prepare(gray)
+
+    def ways(self, mirrored: bool | None) -> tuple[bool, ...]:
+        """Which ways round the second image of a pair is compared (see :meth:`verify`), in order."""
+        if mirrored is not None:
+            return (bool(mirrored) and self.mirror,)
+        return (False, True) if self.mirror else (False,)
 
     def _prepare(self, gray: NDArray[np.float32]) -> Features:
         from scipy.ndimage import gaussian_filter
@@ -149,7 +175,7 @@ class Verifier:
         lo, hi = np.percentile(gray, [1, 99])  # stretched: hazy and dark photos get keypoints too
         gray = np.clip((gray - lo) / max(float(hi - lo), 1e-3), 0.0, 1.0).astype(np.float32)
         kp = np.zeros((0, 2))
-        desc = np.zeros((0, 256), dtype=bool)
+        desc = np.zeros((0, 32), dtype=np.uint8)
         if min(gray.shape) >= 48 and float(hi - lo) > 1e-2:
             # keypoints on a locally normalised image: a caption's hard corners do not crowd out the texture of a
             # hazy or dark picture
@@ -159,7 +185,8 @@ class Verifier:
             orb = ORB(n_keypoints=self.n_keypoints, fast_threshold=0.08)
             try:
                 orb.detect_and_extract(local)
-                kp, desc = orb.keypoints[:, ::-1].astype(np.float64), orb.descriptors.astype(bool)
+                kp = orb.keypoints[:, ::-1].astype(np.float64)
+                desc = np.packbits(orb.descriptors.astype(bool), axis=1)
             except (RuntimeError, ValueError):  # no keypoints on a flat image
                 pass
         # band-pass (difference of Gaussians) with local contrast normalisation: what is compared is structure, not
@@ -176,18 +203,20 @@ class Verifier:
         ``mirrored`` says which way round to compare ``path_b`` (left-right mirrored or not); None tries both when
         mirroring is enabled, the plain one first.
         """
-        a = self.features(path_a)
+        return self.compare(self.features(path_a), lambda way: self.features(path_b, way), mirrored)
+
+    def compare(self, a: Features | None, b: Callable[[bool], Features | None], mirrored: bool | None = None
+                ) -> Verdict:
+        """:meth:`verify` on prepared images: ``a`` and ``b(way)``, the second image plain (``way`` False) or
+        mirrored (True), asked for in the order of :meth:`ways`."""
         if a is None:
             return Verdict(False, reason="unreadable")
         best = Verdict(False, reason="no transform")
-        ways = (False, True) if self.mirror else (False,)
-        if mirrored is not None:
-            ways = (bool(mirrored) and self.mirror,)
-        for mirrored in ways:
-            b = self.features(path_b, mirrored)
-            if b is None:
+        for way in self.ways(mirrored):
+            fb = b(way)
+            if fb is None:
                 return Verdict(False, reason="unreadable")
-            v = self._match(a, b, mirrored)
+            v = self._match(a, fb, way)
             if v.same:
                 return v
             if (v.inliers, v.ncc) > (best.inliers, best.ncc):
@@ -210,7 +239,8 @@ class Verifier:
         from skimage.feature import match_descriptors
         from skimage.measure import ransac
 
-        m = match_descriptors(a.descriptors, b.descriptors, cross_check=True, max_ratio=0.85)
+        bits_a, bits_b = (np.unpackbits(x.descriptors, axis=1).astype(bool) for x in (a, b))
+        m = match_descriptors(bits_a, bits_b, cross_check=True, max_ratio=0.85)
         if len(m) < self.min_inliers:
             return Verdict(False, inliers=len(m), mirrored=mirrored, reason="too few matches")
         src, dst = b.keypoints[m[:, 1]], a.keypoints[m[:, 0]]
