@@ -285,9 +285,16 @@ class PairJudge:
         order = np.lexsort((d, key))  # by group pair, closest first
         _, first, hits = np.unique(key[order], return_index=True, return_counts=True)
         closest = order[first]  # each group pair's closest shortlisted pair
+        order = closest[hits >= MERGE_HITS][np.argsort(-hits[hits >= MERGE_HITS], kind="stable")].tolist()
+
+        def unjoined() -> Iterator[tuple[None, int, int]]:  # pulled lazily, as in linked_pairs
+            for e in order:
+                x, y = int(a[e]), int(b[e])
+                if find(x) != find(y):
+                    yield None, x, y
+
         out_i, out_j = [], []
-        for e in closest[hits >= MERGE_HITS][np.argsort(-hits[hits >= MERGE_HITS], kind="stable")].tolist():
-            x, y = int(a[e]), int(b[e])
+        for _, x, y in self._verified(unjoined()):
             if find(x) != find(y) and self.same(x, y):
                 parent[find(x)] = find(y)
                 out_i.append(min(x, y))
