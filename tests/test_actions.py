@@ -431,9 +431,11 @@ def test_names_that_are_not_utf8_survive_the_manifest_and_undo(tmp_path, monkeyp
 
 
 def test_cli_choices_match_the_library_and_undo_has_help():
-    from hashdup import cli
+    from hashdup import cli, cli_dedup
+    from hashdup.dedup import LINKAGES
 
-    assert tuple(cli.KEEP_POLICIES) == KEEP_POLICIES and tuple(cli.DEDUP_ACTIONS) == actions.ACTIONS
+    assert tuple(cli_dedup.KEEP_POLICIES) == KEEP_POLICIES and tuple(cli_dedup.DEDUP_ACTIONS) == actions.ACTIONS
+    assert sorted(cli_dedup.LINKAGES) == sorted(LINKAGES)  # the CLI lists its default first
     text = " ".join(CliRunner().invoke(cli.cli, ["undo", "--help"]).output.split())
     assert "Example" in text and "deleted files cannot be restored" in text
     text = " ".join(CliRunner().invoke(cli.cli, ["dedup", "--help"]).output.split())

@@ -1,0 +1,55 @@
+"""What the ``hashdup`` commands share: output to stdout, messages to stderr, common options, opening an index."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+FORMATS = ("json", "jsonl", "table")
+
+
+def _write(text: str) -> None:
+    """Write UTF-8 to stdout. Bytes of file names that are not valid UTF-8 (held as surrogate escapes) come out as
+    ``\\udcXX``: a valid JSON escape, which ``json.loads`` then ``os.fsencode`` turn back into the original bytes."""
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+    sys.stdout.flush()
+
+
+def _say(ctx_quiet: bool, message: str) -> None:
+    if not ctx_quiet:
+        click.echo(message, err=True)
+
+
+def index_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--index", "index_dir", default=".hashdup", show_default=True, envvar="HASHDUP_INDEX",
+                        type=click.Path(file_okay=False), help="Index folder (or set HASHDUP_INDEX).")(f)
+
+
+def quiet_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("-q", "--quiet", is_flag=True, help="Print nothing on stderr but errors.")(f)
+
+
+def format_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--table", "fmt", flag_value="table", help="Aligned text table for people.")(f)
+    f = click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON object per line.")(f)
+    return click.option("--json", "fmt", flag_value="json", default=True, help="A JSON array (default).")(f)
+
+
+def _emit(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> None:
+    from hashdup import formats
+
+    if fmt == "jsonl":
+        _write(formats.to_jsonl(rows))
+    elif fmt == "table":
+        _write(formats.to_table(rows, columns))
+    else:
+        _write(formats.to_json(rows))
+
+
+def _open(index_dir: str):  # noqa: ANN202 - returns pipeline.Index
+    from hashdup import pipeline
+
+    return pipeline.Index(index_dir)

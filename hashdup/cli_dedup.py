@@ -1,0 +1,216 @@
+"""The ``hashdup dedup``, ``undo`` and ``report`` commands (registered on the group in :mod:`hashdup.cli`): option
+parsing and printing only; the work is in :mod:`hashdup.dedup`, :mod:`hashdup.actions` and :mod:`hashdup.report`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from hashdup._cli_common import _emit, _open, _say, format_options, index_option, quiet_option
+
+
+KEEP_POLICIES = ["resolution", "size", "oldest", "newest", "path"]  # hashdup.dedup.KEEP_POLICIES, kept here for --help
+LINKAGES = ["star", "single", "complete"]  # hashdup.dedup.LINKAGES, default first
+DEDUP_ACTIONS = ["list", "move", "symlink", "hardlink", "delete"]  # hashdup.actions.ACTIONS
+
+
+def group_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that decide the groups, shared by dedup and report."""
+    f = click.option("--verify/--no-verify", default=True, show_default=True,
+                     help="Decide candidate pairs by their descriptors and, where those are not conclusive, by "
+                          "matching the images' local features; --no-verify groups by code distance alone.")(f)
+    f = click.option("--mirror/--no-mirror", default=True, show_default=True,
+                     help="Also match left-right mirrored copies.")(f)
+    f = click.option("--linkage", type=click.Choice(LINKAGES), default="star", show_default=True,
+                     help="star: every member is a duplicate of the group's keeper; single: connected pairs (chains "
+                          "can join unrelated images); complete: every member a duplicate of every other.")(f)
+    f = click.option("--keep", type=click.Choice(KEEP_POLICIES), default="resolution", show_default=True,
+                     help="The image of each group that is kept: most pixels (then largest file, then oldest), "
+                          "largest file, oldest or newest file, first path.")(f)
+    return click.option("--radius", type=click.IntRange(min=0), default=None,
+                        help="Hamming radius of the candidate pairs [default: 10/64 of the code length when "
+                             "verifying; 3/64 with --no-verify, where it decides alone].")(f)
+
+
+def verify_workers_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--workers", type=click.IntRange(min=1), default=None,
+                        help="Processes that compare the pixels of candidate pairs; the groups are the same for any "
+                             "number [default: the CPU cores available].")(f)
+
+
+def _find_groups(idx: Any, radius: int | None, quiet: bool, workers: int | None, **options: Any) -> list:
+    """find_groups with a progress bar on stderr while pairs are verified (only on a terminal, never with -q)."""
+    from hashdup.dedup import find_groups
+    from hashdup.extract import default_workers
+
+    bar = None
+
+    def progress(stage: str, done: int, total: int) -> None:
+        nonlocal bar
+        if quiet or not sys.stderr.isatty():
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="pair", desc=stage, file=sys.stderr, leave=False, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        return find_groups(idx, radius, progress=progress, workers=workers or default_workers(), **options)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@click.command()
+@click.argument("dest", required=False, metavar="[DIR]", type=click.Path(file_okay=False))
+@group_options
+@click.option("--action", type=click.Choice(DEDUP_ACTIONS), default="list", show_default=True,
+              help="What to do with every image of a group but its keeper: list the groups, move them into DIR, "
+                   "replace them by symbolic or hard links to the keeper, or delete them (deletes cannot be undone).")
+@click.option("--yes", is_flag=True, help="Act; without it, move/symlink/hardlink/delete only print what they would do.")
+@click.option("--manifest", type=click.Path(dir_okay=False),
+              help="Journal of the changes, for hashdup undo [default: ./hashdup-actions-<UTC time>.jsonl].")
+@verify_workers_option
+@format_options
+@index_option
+@quiet_option
+def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror: bool, verify: bool, action: str,
+          yes: bool, manifest: str | None, workers: int | None, fmt: str, index_dir: str, quiet: bool) -> None:
+    """Print groups of near-duplicate images in the index, or act on their duplicates.
+
+    Candidate pairs come from the binary codes (within --radius bits, and each image's nearest codes); each is
+    decided by the distance of the images' descriptors and, where that is not conclusive, by matching local
+    features of the two files (ORB + RANSAC) and comparing the aligned pixels. Byte-identical files are always
+    duplicates; mirrored copies are matched unless --no-mirror. Each group keeps one image ("keep", chosen by --keep); with
+    --action, every other image of the group is moved, linked or deleted, but only with --yes, and only if it and
+    its keeper are unchanged since indexing (size, modification time, content hash). Changes are journalled in a
+    manifest that `hashdup undo` reverses (moves and links; not deletes). Exit status 1 when any file was skipped.
+
+    \b
+    Example:
+        hashdup dedup | jq -r '.[] | .keep as $k | .paths[] | select(. != $k)'
+        hashdup dedup --action move ./dups             # dry run: what would move
+        hashdup dedup --action move ./dups --yes       # move, write hashdup-actions-*.jsonl
+        hashdup undo hashdup-actions-20250101T120000Z.jsonl
+    """
+    from hashdup import actions, pipeline
+
+    if (action == "move") != (dest is not None):
+        raise click.UsageError("--action move needs a destination folder DIR" if action == "move"
+                               else f"DIR goes with --action move, not --action {action}")
+    if manifest is not None and action == "list":
+        raise click.UsageError("--manifest goes with --action move, symlink, hardlink or delete")
+    if manifest is not None and os.path.lexists(manifest):
+        raise click.BadParameter(f"{manifest} already exists; a manifest is never overwritten",
+                                 param_hint="--manifest")
+    options: dict[str, Any] = {"keep": keep, "linkage": linkage, "mirror": mirror, "verify": verify}
+    idx = _open(index_dir)
+    try:
+        groups = _find_groups(idx, radius, quiet, workers, **options)
+        roots = list(idx.stored.catalogue.roots)
+    finally:
+        idx.close()
+    if action == "list":
+        _emit([g.to_json() for g in groups], fmt, ["group", "keep", "max_distance", "paths"])
+        _say(quiet, f"hashdup: {len(groups)} groups, {sum(len(g.members) for g in groups)} images")
+        return
+    steps = actions.plan(groups, action, dest, roots=roots)
+    columns = ["group", "status", "path", "target", "reason"]
+    what = actions.PAST[action] + (f" to {dest}" if dest else "")
+    if not yes:
+        actions.preview(steps)
+        _emit([s.to_json() for s in steps], fmt, columns)
+        n_skip = sum(s.status == "skipped" for s in steps)
+        _say(quiet, f"hashdup: dry run: {len(steps) - n_skip} files would be {what}"
+                    + (f", {n_skip} skipped (see reason)" if n_skip else "") + "; add --yes to act")
+        return
+    if not steps:
+        _emit([], fmt, columns)
+        _say(quiet, "hashdup: no duplicates; nothing done, no manifest written")
+        return
+    def tell(s: "actions.Step") -> None:
+        if s.status != "done":
+            _say(quiet, f"hashdup: {s.status} {s.to_json()['path']}: {s.reason}")
+
+    manifest = manifest or actions.default_manifest()
+    done = actions.apply(steps, manifest, index=index_dir, dest=dest, on_step=tell)
+    _emit([s.to_json() for s in done], fmt, columns)
+    counts = {k: sum(s.status == k for s in done) for k in ("done", "skipped", "failed")}
+    _say(quiet, f"hashdup: {counts['done']} files {what}, {counts['skipped']} skipped, {counts['failed']} failed; "
+                f"manifest {manifest}" + ("" if action == "delete" else f" (hashdup undo {manifest} reverses it)")
+                + ("; deleted files cannot be restored" if action == "delete" else ""))
+    if counts["done"] != len(done):
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@format_options
+@quiet_option
+def undo(manifest: str, fmt: str, quiet: bool) -> None:
+    """Reverse the changes recorded in MANIFEST by `hashdup dedup --action ... --yes`.
+
+    Moved files are moved back and linked files are put back from the backups beside the manifest (MANIFEST.files/),
+    each only if its content is the indexed one and nothing else now occupies its original path; deleted files
+    cannot be restored. The manifest records what was undone, so running undo twice is harmless. Exit status 1 when
+    anything could not be undone.
+
+    \b
+    Example:
+        hashdup undo hashdup-actions-20250101T120000Z.jsonl
+    """
+    from hashdup import actions
+
+    def tell(s: "actions.Step") -> None:
+        if s.status != "undone":
+            _say(quiet, f"hashdup: not undone ({s.status}) {s.to_json()['path']}: {s.reason}")
+
+    results = actions.undo(manifest, on_step=tell)
+    _emit([s.to_json() for s in results], fmt, ["group", "action", "status", "path", "target", "reason"])
+    n_undone = sum(s.status == "undone" for s in results)
+    _say(quiet, f"hashdup: {n_undone} of {len(results)} changes undone")
+    if n_undone != len(results):
+        sys.exit(1)
+
+
+@click.command()
+@click.option("-o", "--output", default="hashdup-report.html", show_default=True,
+              type=click.Path(dir_okay=False, allow_dash=True), help="HTML file to write; '-' writes to stdout.")
+@group_options
+@verify_workers_option
+@index_option
+@quiet_option
+def report(output: str, radius: int | None, keep: str, linkage: str, mirror: bool, verify: bool,
+           workers: int | None, index_dir: str, quiet: bool) -> None:
+    """Write one self-contained HTML page of the near-duplicate groups.
+
+    Thumbnails (inline, no external files), sizes, resolutions, distances, and the keeper of each group marked;
+    readable on a phone. The file is replaced atomically; nothing goes to stdout unless -o -.
+
+    \b
+    Example:
+        hashdup report -o report.html
+    """
+    from hashdup import pipeline
+    from hashdup import report as html_report
+
+    options = {"keep": keep, "linkage": linkage, "mirror": mirror, "verify": verify}
+    idx = _open(index_dir)
+    try:
+        groups = _find_groups(idx, radius, quiet, workers, **options)
+        facts = html_report.index_facts(pipeline.info(idx), radius=radius, **options)
+    finally:
+        idx.close()
+    kwargs = {"index_info": facts, "on_problem": lambda p, why: _say(quiet, f"hashdup: cannot show {p}: {why}")}
+    if output == "-":
+        stats = html_report.write(groups, sys.stdout.buffer, **kwargs)
+    else:
+        stats = html_report.save(groups, output, **kwargs)
+    _say(quiet, f"hashdup: wrote {'stdout' if output == '-' else output}: {stats.groups} groups, {stats.images} "
+                f"images, {stats.duplicates} duplicates, {html_report.human_bytes(stats.reclaimable_bytes)} "
+                f"reclaimable" + (f"; {stats.unreadable} images could not be shown" if stats.unreadable else ""))
