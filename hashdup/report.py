@@ -1,7 +1,7 @@
 """``hashdup report``: one self-contained HTML page of the near-duplicate groups.
 
 The page has no external resources: the CSS is inline and every thumbnail is a base64 JPEG ``data:`` URI made by
-:func:`hashdup.io.images.thumbnail`. It is written as it is made (:func:`iter_html` yields one member at a time), so
+:func:`hashdup.io.thumbnails.thumbnail`. It is written as it is made (:func:`iter_html` yields one member at a time), so
 only one thumbnail is in memory at any moment whatever the number of groups. A file that has gone or cannot be
 decoded gets a placeholder with the reason.
 
@@ -158,11 +158,11 @@ def _member_html(m: Member, keeper: bool, thumb: Callable[[Member], tuple[str | 
 
 def _chunks(groups: Sequence[Group], stats: ReportStats, title: str, thumb_px: int, generated: str,
             index_info: dict[str, Any] | None, on_problem: Callable[[str, str], None] | None) -> Iterator[str]:
-    from hashdup.io import images
+    from hashdup.io import thumbnails
 
     def thumb(m: Member) -> tuple[str | None, str]:
         reasons: list[str] = []
-        data = images.thumbnail(m.abspath, thumb_px, on_problem=lambda _p, r: reasons.append(r))
+        data = thumbnails.thumbnail(m.abspath, thumb_px, on_problem=lambda _p, r: reasons.append(r))
         if data is None:
             stats.unreadable += 1
             reason = reasons[0] if reasons else "cannot be read"

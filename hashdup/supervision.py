@@ -4,7 +4,7 @@
 * ``--labels-from-dirs``: the label of an image is the name of its parent folder;
 * ``--pairs FILE.csv``: rows ``path_a,path_b,similar`` or ``...,dissimilar``;
 * self-supervised edits (no labels needed): ``n_edits`` indexed images are decoded again with a random edit
-  (:data:`hashdup.io.images.EDIT_KINDS`: JPEG recompression, resize, crop, brightness, contrast, blur, small rotation,
+  (:data:`hashdup.io.edits.EDIT_KINDS`: JPEG recompression, resize, crop, brightness, contrast, blur, small rotation,
   text overlay, mirror, greyscale) and each edit is a *similar* pair with its original; random pairs of indexed
   images with different content are *dissimilar* (``dissimilar_per_similar`` of them per similar pair), except
   pairs closer than 90 % of the edit pairs (likely duplicates already in the library). This teaches a metric which
@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from hashdup.descriptors import Descriptor
 from hashdup.encoders import Pairs
 from hashdup.errors import HashdupError, ImageError
-from hashdup.io import images
+from hashdup.io import edits, images
 
 
 #: At most this many edited copies per indexed image (a small library needs no more).
@@ -164,10 +164,10 @@ def edit_pairs(X: NDArray[np.float32], abspaths: Sequence[str], hashes: Sequence
     chosen = rng.permutation(n)[:n_edits] if n_edits <= n else rng.integers(0, n, n_edits)
     rows, sources = [], []
     for k, i in enumerate(chosen.tolist()):
-        kind = images.EDIT_KINDS[k % len(images.EDIT_KINDS)]
+        kind = edits.EDIT_KINDS[k % len(edits.EDIT_KINDS)]
         try:
             content = images.read_file(abspaths[i])
-            img = images.decode_edited(content.data, descriptor.image_size, kind, rng, name=abspaths[i])
+            img = edits.decode_edited(content.data, descriptor.image_size, kind, rng, name=abspaths[i])
         except ImageError:
             continue  # the file changed or vanished since it was described: no pair from it
         rows.append(img.pixels)

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup.errors import ImageError
-from hashdup.io import images
+from hashdup.io import thumbnails
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class Verifier:
     def compute_features(self, path: str, mirrored: bool = False) -> Features | None:
         """:meth:`features` without the cache."""
         try:
-            gray = images.load_gray(path, self.max_side)
+            gray = thumbnails.load_gray(path, self.max_side)
         except ImageError:
             return None
         if mirrored:

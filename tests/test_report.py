@@ -21,7 +21,7 @@ from PIL import Image
 
 from hashdup import report
 from hashdup.dedup import KEEP_POLICIES, Group, Member, find_groups
-from hashdup.io import images
+from hashdup.io import thumbnails
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 DATA_URI = "data:image/jpeg;base64,"
@@ -278,15 +278,15 @@ def test_human_bytes():
 
 # --- thumbnails ----------------------------------------------------------------------------------------------------
 def test_thumbnail_is_upright_small_and_never_enlarged(tmp_path):
-    rotated = images.thumbnail(SAMPLE / "copies" / "china_exif_rotated.jpg", 200)
-    plain = images.thumbnail(SAMPLE / "photos" / "china.jpg", 200)
+    rotated = thumbnails.thumbnail(SAMPLE / "copies" / "china_exif_rotated.jpg", 200)
+    plain = thumbnails.thumbnail(SAMPLE / "photos" / "china.jpg", 200)
     a, b = (np.asarray(Image.open(io.BytesIO(x)).convert("L"), dtype=float) for x in (rotated, plain))
     assert a.shape == b.shape and a.shape[1] == 200  # 640x427 upright, scaled to a longest side of 200
     assert abs(a.shape[0] - 200 * 427 / 640) <= 1
     assert np.abs(a - b).mean() < 12  # the same picture, the same way up
     assert np.abs(a - b[::-1, ::-1]).mean() > 2 * np.abs(a - b).mean()
     Image.new("RGBA", (30, 20), (255, 0, 0, 0)).save(tmp_path / "small.png")
-    small = Image.open(io.BytesIO(images.thumbnail(tmp_path / "small.png", 240)))
+    small = Image.open(io.BytesIO(thumbnails.thumbnail(tmp_path / "small.png", 240)))
     assert small.size == (30, 20) and small.mode == "RGB"
     assert np.asarray(small).min() > 240  # transparent pixels come out white
 
@@ -294,9 +294,9 @@ def test_thumbnail_is_upright_small_and_never_enlarged(tmp_path):
 def test_thumbnail_reasons_for_bad_files(tmp_path):
     seen = []
     for name in ("bad/truncated.jpg", "bad/notes.jpg", "photos/none.jpg"):
-        assert images.thumbnail(SAMPLE / name, 64, on_problem=lambda p, r: seen.append(r)) is None
+        assert thumbnails.thumbnail(SAMPLE / name, 64, on_problem=lambda p, r: seen.append(r)) is None
     (tmp_path / "empty.jpg").write_bytes(b"")
-    assert images.thumbnail(tmp_path / "empty.jpg", 64, on_problem=lambda p, r: seen.append(r)) is None
+    assert thumbnails.thumbnail(tmp_path / "empty.jpg", 64, on_problem=lambda p, r: seen.append(r)) is None
     assert seen[0].startswith("truncated image") and seen[1] == "not an image (unknown format)"
     assert "No such file or directory" in seen[2] and seen[3] == "empty file (0 bytes)"
 

@@ -7,7 +7,7 @@ from PIL import Image
 from hashdup import pipeline
 from hashdup.descriptors import Gist
 from hashdup.errors import HashdupError
-from hashdup.io import images
+from hashdup.io import edits, images
 from hashdup.supervision import (PathIndex, Supervision, edit_pairs, encode_labels, labels_from_csv, labels_from_dirs,
                                  pairs_from_csv)
 
@@ -75,11 +75,11 @@ def test_edit_pairs(three):
     assert again.X.tobytes() == t.X.tobytes()
 
 
-@pytest.mark.parametrize("kind", images.EDIT_KINDS)
+@pytest.mark.parametrize("kind", edits.EDIT_KINDS)
 def test_each_edit_kind_changes_the_image_but_keeps_it(kind, photo_paths):
     data = photo_paths[0].read_bytes()
     plain = images.decode(data, 64).pixels.astype(int)
-    edited = images.decode_edited(data, 64, kind, np.random.default_rng(0)).pixels.astype(int)
+    edited = edits.decode_edited(data, 64, kind, np.random.default_rng(0)).pixels.astype(int)
     diff = np.abs(edited - plain).mean()
     if kind == "mirror":
         assert np.abs(edited - plain[:, ::-1]).mean() < 3 < diff
@@ -88,7 +88,7 @@ def test_each_edit_kind_changes_the_image_but_keeps_it(kind, photo_paths):
     if kind == "gray":
         assert (edited[..., 0] == edited[..., 1]).all()
     with pytest.raises(ValueError, match="unknown edit"):
-        images.decode_edited(data, 64, "sepia", np.random.default_rng(0))
+        edits.decode_edited(data, 64, "sepia", np.random.default_rng(0))
 
 
 def test_unsupervised_encoders_refuse_labels(three, tmp_path):

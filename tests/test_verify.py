@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from hashdup.descriptors import ColorHistogram, Gist, GistColor
-from hashdup.io import images
+from hashdup.io import images, thumbnails
 from hashdup.verify import Verdict, Verifier
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -262,15 +262,15 @@ def test_flat_and_degenerate_images_do_not_crash(originals, tmp_path):
 
 def test_load_gray_is_upright_luma_in_0_1_with_the_aspect_kept(originals, tmp_path):
     im, original = originals["coffee.png"]  # 400 × 267
-    g = images.load_gray(original, 256)
+    g = thumbnails.load_gray(original, 256)
     assert g.dtype == np.float32 and g.shape == (171, 256)
     assert 0.0 <= g.min() and g.max() <= 1.0
     expected = np.asarray(im.resize((256, 171), Image.Resampling.LANCZOS).convert("L"), dtype=np.float32) / 255
     assert np.abs(g - expected).mean() < 0.01
     rotated = exif_rotated(im, tmp_path / "rot.jpg")
-    r = images.load_gray(rotated, 256)
+    r = thumbnails.load_gray(rotated, 256)
     assert r.shape == g.shape and np.abs(r - g).mean() < 0.03  # the EXIF orientation applied
-    small = images.load_gray(save(im.resize((100, 67)), tmp_path / "small.png"), 256)
+    small = thumbnails.load_gray(save(im.resize((100, 67)), tmp_path / "small.png"), 256)
     assert max(small.shape) == 256  # enlarged too, so that every pair is compared alike
 
 

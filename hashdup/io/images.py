@@ -1,4 +1,4 @@
-"""Reading images: the only module of hashdup that imports Pillow.
+"""Reading and decoding images; with the two modules built on it (named below), the only Pillow user of hashdup.
 
 Decoding is defensive: the format comes from the file's content, EXIF orientation is applied, every mode is
 normalised to 8-bit RGB, large JPEGs are decoded at a reduced size through the DCT (``Image.draft``), and a file
@@ -10,6 +10,10 @@ Hostile input is refused before any pixel memory is allocated: only the formats 
 (:data:`MAX_PIXELS_PER_BYTE`) and JPEGs with more scans than any encoder writes (:data:`MAX_JPEG_SCANS`). Files that are
 not regular files (FIFOs, devices) are refused without being opened for a blocking read. ``tests/test_fuzz.py``
 holds this module to that promise on a seeded corpus of mutated files; ``scripts/fuzz.py`` runs a longer corpus.
+
+Built on this module and its checks: :mod:`hashdup.io.edits` (synthetic edits, for self-supervised training and
+benchmarks) and :mod:`hashdup.io.thumbnails` (upright thumbnails for the HTML report, greyscale arrays for
+verification).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from hashdup.errors import ImageError
 
@@ -200,7 +204,7 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
         Decompression-bomb limit: images with more pixels are refused before decoding.
     edit : callable, optional
         Applied to the upright RGB image (decoded at 4 × ``size`` or more) before the final resize; see
-        :func:`decode_edited`.
+        :func:`hashdup.io.edits.decode_edited`.
 
     Returns
     -------
@@ -359,161 +363,3 @@ def load(path: str | os.PathLike[str], size: int, *, max_pixels: int = MAX_PIXEL
 def is_image_name(path: str | os.PathLike[str]) -> bool:
     """True when the file name has an image extension (case-insensitive)."""
     return Path(os.fsdecode(path)).suffix.lower() in IMAGE_EXTENSIONS
-
-
-# --- synthetic edits, for self-supervised metric learning and benchmarks ----------------------------------------------
-#: The kinds of edit :func:`decode_edited` applies: changes that keep an image "the same picture".
-EDIT_KINDS = ("jpeg", "resize", "crop", "brightness", "contrast", "blur", "rotate", "text", "mirror", "gray")
-
-
-def _edit(img: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
-    """One edit of ``kind`` with a strength drawn from ``rng``."""
-    w, h = img.size
-    if kind == "jpeg":
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=int(rng.integers(15, 61)))
-        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    if kind == "resize":
-        f = rng.uniform(0.3, 0.8)
-        return img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.LANCZOS)
-    if kind == "crop":
-        l, t, r, b = rng.uniform(0.02, 0.12, size=4)
-        return img.crop((round(w * l), round(h * t), round(w * (1 - r)), round(h * (1 - b))))
-    if kind == "brightness":
-        return ImageEnhance.Brightness(img).enhance(rng.choice([rng.uniform(0.6, 0.85), rng.uniform(1.15, 1.4)]))
-    if kind == "contrast":
-        return ImageEnhance.Contrast(img).enhance(rng.choice([rng.uniform(0.6, 0.85), rng.uniform(1.15, 1.5)]))
-    if kind == "blur":
-        return img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 2.0) * max(w, h) / 512))
-    if kind == "rotate":  # a few degrees, then the central part without the filled corners
-        angle = rng.uniform(2, 5) * rng.choice([-1, 1])
-        rot = img.rotate(angle, resample=Image.Resampling.BILINEAR)
-        m = np.sin(np.radians(abs(angle)))
-        return rot.crop((round(w * m), round(h * m), round(w * (1 - m)), round(h * (1 - m))))
-    if kind == "text":
-        out = img.copy()
-        draw = ImageDraw.Draw(out)
-        x, y = rng.uniform(0.05, 0.6) * w, rng.uniform(0.05, 0.85) * h
-        shade = int(rng.choice([0, 255]))
-        draw.text((x, y), "© hashdup " + str(int(rng.integers(1000, 9999))), fill=(shade, shade, shade),
-                  font_size=max(10, h // 12))
-        return out
-    if kind == "mirror":
-        return ImageOps.mirror(img)
-    if kind == "gray":
-        return img.convert("L").convert("RGB")
-    raise ValueError(f"unknown edit kind {kind!r}; choose from {', '.join(EDIT_KINDS)}")
-
-
-def decode_edited(data: bytes, size: int, kind: str, rng: np.random.Generator, *, name: str = "<bytes>",
-                  max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Decode an image, apply a random edit of ``kind`` (see :data:`EDIT_KINDS`) and resize to a square.
-
-    The edit is applied at a working resolution of at least 4 × ``size`` (JPEG files are DCT-decoded no smaller),
-    with strengths drawn from ``rng``: JPEG quality 15–60, resize ×0.3–0.8, crop 2–12 % per side, brightness or
-    contrast ×0.6–0.85 or ×1.15–1.4 (1.5), Gaussian blur of 0.5–2 px per 512 px, rotation by 2–5° (corners cropped),
-    a text overlay, a mirror image, or greyscale.
-    """
-    if kind not in EDIT_KINDS:
-        raise ValueError(f"unknown edit kind {kind!r}; choose from {', '.join(EDIT_KINDS)}")
-    return decode(data, size, name=name, max_pixels=max_pixels, edit=lambda img: _edit(img, kind, rng))
-
-
-# --- thumbnails, for the HTML report ----------------------------------------------------------------------------------
-def thumbnail(path: str | os.PathLike[str], max_side: int = 240, *, quality: int = 80, max_pixels: int = MAX_PIXELS,
-              on_problem: Callable[[str, str], None] | None = None) -> bytes | None:
-    """A small upright JPEG of an image file, or None when the file cannot be read.
-
-    Parameters
-    ----------
-    path : path-like
-    max_side : int
-        Longest side of the thumbnail, in pixels; smaller images are not enlarged.
-    quality : int
-        JPEG quality (1–95).
-    max_pixels : int
-        Decompression-bomb limit, as in :func:`decode`.
-    on_problem : callable, optional
-        Called as ``on_problem(path, reason)`` with a one-line reason when None is returned.
-
-    Returns
-    -------
-    bytes or None
-        JPEG data, EXIF orientation applied, any mode converted to RGB (transparency on white); large JPEGs are
-        decoded at reduced size through the DCT. Only one image is held in memory at a time.
-    """
-    if max_side < 1:
-        raise ValueError(f"max_side must be ≥ 1, got {max_side}")
-    name = os.fsdecode(path)
-    data = b""
-    try:
-        content = read_file(path)
-        data = content.data if content is not None else b""
-        if not data:
-            raise ImageError(name, "empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = _thumbnail_image(data, max_side, name, max_pixels)
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=quality)
-        return buf.getvalue()
-    except ImageError as e:
-        reason = e.reason
-    except Image.DecompressionBombError as e:
-        reason = f"decompression bomb refused: {e}"
-    except UnidentifiedImageError:
-        kind = sniff_format(data[:16])
-        reason = f"corrupt {kind} file" if kind else "not an image (unknown format)"
-    except Exception as e:  # Pillow's plugins raise many kinds of errors on malformed input; a report must go on
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "truncated" in msg.lower() or isinstance(e, EOFError):
-            detail = msg.replace("image file is truncated", "").strip(" ()")
-            reason = f"truncated image ({detail})" if detail else "truncated image"
-        else:
-            reason = f"corrupt image ({msg})"
-    if on_problem is not None:
-        on_problem(name, reason)
-    return None
-
-
-def _thumbnail_image(data: bytes, max_side: int, name: str, max_pixels: int) -> Image.Image:
-    img = _open_checked(data, name, max_pixels)  # the same bomb rules as decode; first frame only
-    if isinstance(img, JpegImagePlugin.JpegImageFile):  # no smaller than the box: at most 1/8 through the DCT
-        img.draft(img.mode, (max_side, max_side))
-    img.load()
-    orientation = _exif_orientation(img)
-    img = _to_rgb(img)
-    if orientation not in (None, 1):
-        img = _apply_orientation(img, orientation)
-    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return img
-
-
-# --- upright greyscale pixels, for geometric verification ---------------------------------------------------------------
-def load_gray(path: str | os.PathLike[str], max_side: int = 256, *, max_pixels: int = MAX_PIXELS) -> NDArray[np.float32]:
-    """An image file as upright greyscale (BT.601 luma) in 0..1, its aspect ratio kept, longest side ``max_side``.
-
-    Raises
-    ------
-    ImageError
-        When the file cannot be read (same reasons as :func:`decode`).
-    """
-    name = os.fsdecode(path)
-    content = read_file(path)
-    data = content.data if content is not None else b""
-    if not data:
-        raise ImageError(name, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = _thumbnail_image(data, max_side, name, max_pixels)
-            if max(img.size) < max_side:  # small images are enlarged too, so that every pair is compared alike
-                s = max_side / max(img.size)
-                img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))),
-                                 Image.Resampling.BILINEAR)
-            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    except ImageError:
-        raise
-    except Exception as e:  # as in decode: no decoder error may stop a run
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageError(name, f"corrupt image ({msg})") from e
