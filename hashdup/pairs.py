@@ -32,6 +32,7 @@ from hashdup import bits
 if TYPE_CHECKING:
     from hashdup.index import HammingIndex
     from hashdup.pipeline import Index
+    from hashdup.verify import Verdict
 
 #: Candidate radius when verifying, as a fraction of the code length (10 bits of 64): generous, since stage 2 decides.
 CANDIDATE_RADIUS_FRACTION = 10 / 64
@@ -318,12 +319,11 @@ class PairJudge:
             for tag, i, j in pairs:
                 key = (min(i, j), max(i, j))
                 ready.append((tag, i, j))
-                if key not in self._decided and key not in self.identical and self.distance(*key) > self.accept:
-                    yield (tag, i, j), self._path(key[0]), self._path(key[1]), self._mirrored(*key)
+                if key not in self._decided and self._needs_pixels(*key):
+                    yield (tag, i, j), *self._pixel_task(*key)
 
         for (tag, i, j), verdict in verify_pairs(self.verifier, needing_pixels(), self._pool):
-            key = (min(i, j), max(i, j))
-            self._decided.setdefault(key, "geometric" if verdict.same else None)
+            self._decided.setdefault((min(i, j), max(i, j)), _geometric(verdict))
             while ready:  # everything up to this pair, in order
                 item = ready.popleft()
                 yield item
@@ -420,10 +420,17 @@ class PairJudge:
             return "identical"
         if not self.verify:
             return "code" if self.code_distance(i, j) <= self.radius else None
-        if self.distance(i, j) <= self.accept:
+        if not self._needs_pixels(i, j):
             return "metric"
-        verdict = self.verifier.verify(self._path(i), self._path(j), mirrored=self._mirrored(i, j))
-        return "geometric" if verdict.same else None
+        return _geometric(self.verifier.verify(*self._pixel_task(i, j)))
+
+    def _needs_pixels(self, i: int, j: int) -> bool:
+        """Whether deciding the pair ``i < j`` takes a pixel comparison (see :meth:`_decide`)."""
+        return self.verify and (i, j) not in self.identical and self.distance(i, j) > self.accept
+
+    def _pixel_task(self, i: int, j: int) -> tuple[str, str, bool | None]:
+        """The arguments of :meth:`hashdup.verify.Verifier.verify` for the pair ``i < j``."""
+        return self._path(i), self._path(j), self._mirrored(i, j)
 
     @property
     def verifier(self):  # noqa: ANN201 - hashdup.verify.Verifier, imported lazily (scikit-image)
@@ -438,3 +445,8 @@ class PairJudge:
             cat = self.index.stored.catalogue
             self._paths[i] = cat.abspath(cat.records([i])[0])
         return self._paths[i]
+
+
+def _geometric(verdict: Verdict) -> str | None:
+    """The decision a pixel comparison gives."""
+    return "geometric" if verdict.same else None
