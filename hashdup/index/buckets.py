@@ -33,11 +33,8 @@ M. Norouzi, A. Punjani and D. J. Fleet, "Fast search in Hamming space with multi
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,15 +44,15 @@ from numpy.typing import ArrayLike, NDArray
 
 from hashdup import bits
 from hashdup.errors import IndexFileError
-from hashdup.io.atomic import atomic_open
 from hashdup.index._bucket_kernels import _build_tables, _candidates_kernel, _knn_kernel, _knn_rows
 from hashdup.io.codefile import CodeFile
+from hashdup.io.header import HeaderFormat, check_row_stride, map_array
 
 MAGIC = b"HDUPBUCK"
 VERSION = 1
-HEADER_SIZE = 72
-_FIELDS = struct.Struct("<8sHHIIIII Q 16s")  # everything before the checksum: 56 bytes
-_CHECKSUM_SIZE = 16
+# own fields after magic, version, header size: n_bits, row_stride, n_tables, key_bits, flags, n_rows, fingerprint
+_HEADER = HeaderFormat(MAGIC, VERSION, "IIIIIQ16s", kind="bucket-table file", format_name="bucket-table format")
+HEADER_SIZE = _HEADER.size  # 72
 
 #: Largest key: a table's offsets array has ``2^key_bits + 1`` uint32 entries (256 MiB per table at 26 bits).
 MAX_KEY_BITS = 26
@@ -200,10 +197,6 @@ def _layout(n_tables: int, key_bits: int, n_rows: int) -> tuple[int, int, int, i
     ids_at = off_at + _pad8(n_tables * ((1 << key_bits) + 1) * 4)
     end = ids_at + _pad8(n_tables * n_rows * 4)
     return pos_at, off_at, ids_at, end
-
-
-def _checksum(prefix: bytes, body_digest: bytes) -> bytes:
-    return hashlib.blake2b(prefix + body_digest, digest_size=_CHECKSUM_SIZE).digest()
 
 
 def _int_param(name: str, value: object, low: int, high: int) -> int:
@@ -420,27 +413,15 @@ class BucketTables:
 
     # ------------------------------------------------------------------------------------------------- files
 
-    def _prefix(self) -> bytes:
-        return _FIELDS.pack(MAGIC, VERSION, HEADER_SIZE, self.n_bits, self.row_stride, self.n_tables,
-                            self.key_bits, 0, self.n_rows, self.fingerprint)
-
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write the tables to ``path`` atomically, in the layout of the class docstring."""
-        body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
-        with atomic_open(path) as f:
-            f.write(b"\0" * HEADER_SIZE)
+        with _HEADER.create(path) as out:
             for arr in (self.positions.astype("<u2", copy=False), self.offsets.astype("<u4", copy=False),
                         self.ids.astype("<u4", copy=False)):
-                for block in _row_blocks(arr):
-                    f.write(block)
-                    body.update(block)
-                pad = b"\0" * (_pad8(arr.nbytes) - arr.nbytes)
-                f.write(pad)
-                body.update(pad)
-            prefix = self._prefix()
-            f.seek(0)
-            f.write(prefix + _checksum(prefix, body.digest()))
-            f.flush()
+                out.write_array(arr)
+                out.write(b"\0" * (_pad8(arr.nbytes) - arr.nbytes))
+            out.write_header(self.n_bits, self.row_stride, self.n_tables, self.key_bits, 0, self.n_rows,
+                             self.fingerprint)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, verify: bool = True) -> BucketTables:
@@ -460,11 +441,8 @@ class BucketTables:
             a wrong header, size or checksum before any memory map is made.
         """
         path = Path(path)
-        try:
-            with open(path, "rb") as f:
-                n_bits, _, _, n, fingerprint, (positions, offsets, ids) = _open_checked(f, path, verify)
-        except OSError as e:
-            raise IndexFileError(str(path), f"cannot read bucket-table file: {e.strerror or e}") from e
+        with _HEADER.open(path) as f:
+            n_bits, _, _, n, fingerprint, (positions, offsets, ids) = _open_checked(f, path, verify)
         if verify:
             problem = _inconsistency(positions, offsets, ids, n_bits, n)
             if problem:
@@ -476,25 +454,9 @@ def _open_checked(f: BinaryIO, path: Path, verify: bool) -> tuple[int, int, int,
     """Validate an open bucket-table file (header, then its size, then, with ``verify``, the checksum over the body
     read in chunks) and only then map its arrays read-only, through the same open file: a refused file is never
     memory-mapped. Returns n_bits, n_tables, key_bits, n_rows, fingerprint and (positions, offsets, ids)."""
-    header = f.read(HEADER_SIZE)
-    file_size = os.fstat(f.fileno()).st_size
-    if len(header) < HEADER_SIZE:
-        raise IndexFileError(str(path), f"bucket-table file is {len(header)} bytes, shorter than its "
-                                        f"{HEADER_SIZE}-byte header")
-    magic, version, header_size, n_bits, stride, L, m, flags, n, fingerprint = _FIELDS.unpack_from(header)
-    stored_checksum = header[_FIELDS.size : _FIELDS.size + _CHECKSUM_SIZE]
-    if magic != MAGIC:
-        raise IndexFileError(str(path), f"not a hashdup bucket-table file (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise IndexFileError(str(path), f"bucket-table format version {version}, this hashdup reads version "
-                                        f"{VERSION}")
-    if header_size != HEADER_SIZE:
-        raise IndexFileError(str(path), f"header size {header_size}, expected {HEADER_SIZE}")
-    if not bits.MIN_BITS <= n_bits <= bits.MAX_BITS:
-        raise IndexFileError(str(path), f"n_bits {n_bits} outside {bits.MIN_BITS}..{bits.MAX_BITS}")
-    if stride != bits.row_bytes(n_bits):
-        raise IndexFileError(str(path), f"row stride {stride} does not match n_bits {n_bits} "
-                                        f"(expected {bits.row_bytes(n_bits)})")
+    header = _HEADER.read(f, path)
+    n_bits, stride, L, m, flags, n, fingerprint = header.values
+    check_row_stride(path, n_bits, stride)
     if not 1 <= m <= min(n_bits, MAX_KEY_BITS):
         raise IndexFileError(str(path), f"key_bits {m} outside 1..{min(n_bits, MAX_KEY_BITS)}")
     if not 1 <= L <= 1024:
@@ -504,35 +466,15 @@ def _open_checked(f: BinaryIO, path: Path, verify: bool) -> tuple[int, int, int,
     if flags != 0:
         raise IndexFileError(str(path), f"unknown flags {flags:#x}")
     pos_at, off_at, ids_at, end = _layout(L, m, n)
-    if file_size != end:
-        raise IndexFileError(str(path), f"file is {file_size} bytes, header says {L} tables of {m}-bit keys "
+    if header.file_size != end:
+        raise IndexFileError(str(path), f"file is {header.file_size} bytes, header says {L} tables of {m}-bit keys "
                                         f"over {n} rows ({end} bytes)")
     if verify:
-        body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
-        left = end - HEADER_SIZE
-        while left:
-            chunk = f.read(min(left, 1 << 22))
-            if not chunk:
-                raise IndexFileError(str(path), "bucket-table file shrank while it was read")
-            body.update(chunk)
-            left -= len(chunk)
-        if _checksum(header[: _FIELDS.size], body.digest()) != stored_checksum:
-            raise IndexFileError(str(path), "checksum mismatch: the bucket-table file is corrupt")
-    positions = np.memmap(f, dtype="<u2", mode="r", offset=pos_at, shape=(L, m))
-    offsets = np.memmap(f, dtype="<u4", mode="r", offset=off_at, shape=(L, (1 << m) + 1))
-    if n:
-        ids = np.memmap(f, dtype="<u4", mode="r", offset=ids_at, shape=(L, n))
-    else:
-        ids = np.zeros((L, 0), dtype="<u4")
-        ids.flags.writeable = False
+        _HEADER.verify_body(f, path, header, end - HEADER_SIZE)
+    positions = map_array(f, "<u2", pos_at, (L, m))
+    offsets = map_array(f, "<u4", off_at, (L, (1 << m) + 1))
+    ids = map_array(f, "<u4", ids_at, (L, n))
     return int(n_bits), int(L), int(m), int(n), bytes(fingerprint), (positions, offsets, ids)
-
-
-def _row_blocks(arr: NDArray, size: int = 1 << 22) -> Iterator[bytes]:
-    """The bytes of a C-contiguous array in chunks of ``size`` elements (bounded temporary memory)."""
-    flat = arr.reshape(-1)
-    for start in range(0, flat.shape[0], size):
-        yield flat[start : start + size].tobytes()
 
 
 def _inconsistency(positions: NDArray, offsets: NDArray, ids: NDArray, n_bits: int, n: int) -> str | None:

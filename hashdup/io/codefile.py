@@ -1,10 +1,12 @@
-"""The code file: packed binary codes behind a fixed, self-describing header, read through a memory map."""
+"""The code file: packed binary codes behind a fixed, self-describing header, read through a memory map.
+
+The header's frame (magic, version, size, checksum) is :mod:`hashdup.io.header`'s; this module holds the code file's
+own fields and checks.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import struct
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,17 +15,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from hashdup import bits
 from hashdup.errors import IndexFileError
-from hashdup.io.atomic import atomic_open
+from hashdup.io.header import HeaderFormat, check_row_stride, map_array
 
 MAGIC = b"HDUPCODE"
 VERSION = 1
-HEADER_SIZE = 64
-_FIELDS = struct.Struct("<8sHHIII Q 16s")  # everything before the checksum: 48 bytes
-_CHECKSUM_SIZE = 16
-
-
-def _checksum(prefix: bytes, body_digest: bytes) -> bytes:
-    return hashlib.blake2b(prefix + body_digest, digest_size=_CHECKSUM_SIZE).digest()
+# own fields after magic, version, header size: n_bits, row_stride, flags, n_rows, fingerprint
+_HEADER = HeaderFormat(MAGIC, VERSION, "IIIQ16s", kind="code file", format_name="code file format")
+HEADER_SIZE = _HEADER.size  # 64
 
 
 class CodeFile:
@@ -91,11 +89,8 @@ class CodeFile:
             size or checksum; always before the body is memory-mapped.
         """
         path = Path(path)
-        try:
-            with open(path, "rb") as f:
-                codes, n_bits, stride, n_rows, fingerprint = _open_checked(f, path, verify)
-        except OSError as e:
-            raise IndexFileError(str(path), f"cannot read code file: {e.strerror or e}") from e
+        with _HEADER.open(path) as f:
+            codes, n_bits, stride, n_rows, fingerprint = _open_checked(f, path, verify)
         return cls(path, n_bits, stride, n_rows, fingerprint, codes)
 
     @staticmethod
@@ -109,47 +104,18 @@ def _open_checked(f: BinaryIO, path: Path, verify: bool) -> tuple[NDArray[np.uin
     """Validate an open code file (header, then sizes, then, with ``verify``, the checksum over the body read in
     chunks), and only then map the body read-only, through the same open file: no memory map is made of a file that
     is refused, and the map shows the bytes that were checked even if the path is replaced meanwhile."""
-    header = f.read(HEADER_SIZE)
-    file_size = os.fstat(f.fileno()).st_size
-    if len(header) < HEADER_SIZE:
-        raise IndexFileError(str(path), f"code file is {len(header)} bytes, shorter than its {HEADER_SIZE}-byte header")
-    magic, version, header_size, n_bits, stride, flags, n_rows, fingerprint = _FIELDS.unpack_from(header)
-    stored_checksum = header[_FIELDS.size : _FIELDS.size + _CHECKSUM_SIZE]
-    if magic != MAGIC:
-        raise IndexFileError(str(path), f"not a hashdup code file (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise IndexFileError(str(path), f"code file format version {version}, this hashdup reads version {VERSION}")
-    if header_size != HEADER_SIZE:
-        raise IndexFileError(str(path), f"header size {header_size}, expected {HEADER_SIZE}")
-    if not bits.MIN_BITS <= n_bits <= bits.MAX_BITS:
-        raise IndexFileError(str(path), f"n_bits {n_bits} outside {bits.MIN_BITS}..{bits.MAX_BITS}")
-    if stride != bits.row_bytes(n_bits):
-        raise IndexFileError(str(path), f"row stride {stride} does not match n_bits {n_bits} "
-                                        f"(expected {bits.row_bytes(n_bits)})")
+    header = _HEADER.read(f, path)
+    n_bits, stride, flags, n_rows, fingerprint = header.values
+    check_row_stride(path, n_bits, stride)
     if flags != 0:
         raise IndexFileError(str(path), f"unknown flags {flags:#x} (expected 0)")
     expected = HEADER_SIZE + n_rows * stride
-    if file_size != expected:
-        raise IndexFileError(
-            str(path), f"file is {file_size} bytes, header says {n_rows} rows of {stride} bytes ({expected} bytes)"
-        )
+    if header.file_size != expected:
+        raise IndexFileError(str(path), f"file is {header.file_size} bytes, header says {n_rows} rows of {stride} "
+                                        f"bytes ({expected} bytes)")
     if verify:
-        body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
-        left = n_rows * stride
-        while left:
-            chunk = f.read(min(left, 1 << 22))
-            if not chunk:
-                raise IndexFileError(str(path), "code file shrank while it was read")
-            body.update(chunk)
-            left -= len(chunk)
-        if _checksum(header[: _FIELDS.size], body.digest()) != stored_checksum:
-            raise IndexFileError(str(path), "checksum mismatch: the code file is corrupt")
-    if n_rows:
-        codes = np.memmap(f, dtype=np.uint8, mode="r", offset=HEADER_SIZE, shape=(n_rows, stride))
-    else:
-        codes = np.zeros((0, stride), dtype=np.uint8)
-        codes.flags.writeable = False
-    return codes, n_bits, stride, n_rows, fingerprint
+        _HEADER.verify_body(f, path, header, n_rows * stride)
+    return map_array(f, np.uint8, HEADER_SIZE, (n_rows, stride)), n_bits, stride, n_rows, fingerprint
 
 
 class CodeFileWriter:
@@ -165,13 +131,10 @@ class CodeFileWriter:
             raise ValueError(f"fingerprint must be 16 bytes, got {len(fingerprint)}")
         self.fingerprint = bytes(fingerprint)
         self.n_rows = 0
-        self._body = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
-        self._ctx = atomic_open(path)
-        self._f = None
+        self._out = _HEADER.create(path)
 
     def __enter__(self) -> CodeFileWriter:
-        self._f = self._ctx.__enter__()
-        self._f.write(b"\0" * HEADER_SIZE)
+        self._out.__enter__()
         return self
 
     def append(self, codes: ArrayLike) -> None:
@@ -179,16 +142,10 @@ class CodeFileWriter:
         codes = bits.as_codes(codes)
         if codes.shape[1] != self.row_stride:
             raise ValueError(f"rows are {codes.shape[1]} bytes, this file holds {self.row_stride}-byte rows")
-        data = np.ascontiguousarray(codes).tobytes()
-        self._f.write(data)
-        self._body.update(data)
+        self._out.write(np.ascontiguousarray(codes).tobytes())
         self.n_rows += codes.shape[0]
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            prefix = _FIELDS.pack(MAGIC, VERSION, HEADER_SIZE, self.n_bits, self.row_stride, 0, self.n_rows,
-                                  self.fingerprint)
-            self._f.seek(0)
-            self._f.write(prefix + _checksum(prefix, self._body.digest()))
-            self._f.flush()
-        self._ctx.__exit__(exc_type, exc, tb)
+            self._out.write_header(self.n_bits, self.row_stride, 0, self.n_rows, self.fingerprint)
+        self._out.__exit__(exc_type, exc, tb)
