@@ -43,6 +43,14 @@ Layouts are those of :mod:`hashdup.index.scan`: kNN ``(D, I)`` int32/int64 of sh
 by (i, j). A radius is inclusive: a code matches when its distance is ``≤ radius`` (faiss's binary range search is
 strict ``<``).
 
+Modules
+-------
+This module holds the public API (:class:`MultiIndex`, :func:`self_join`) and puts their results together. The
+parameters and cost model are in :mod:`hashdup.index._mih_params` (re-exported here), table building and the thread
+pool in :mod:`hashdup.index._mih_tables`, and every compiled loop (substring keys, table sorting, the self-join,
+radius and kNN queries) in :mod:`hashdup.index._mih_kernels`, one module: numba's on-disk cache checks only the
+source file of each cached function, so compiled code calling compiled code from another file could run stale.
+
 References
 ----------
 M. Norouzi, A. Punjani and D. J. Fleet, "Fast search in Hamming space with multi-index hashing", CVPR 2012; extended
@@ -51,28 +59,22 @@ as "Fast exact search in Hamming space with multi-index hashing", IEEE TPAMI 36(
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
-import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hashdup import bits
 from hashdup.index._mih_kernels import (_ID_BITS, _ID_MASK, _join_brute_chunk, _join_chunk, _knn_chunk, _radius_chunk,
-                                        _radius_scan_chunk, _table_histogram, _table_scatter, _table_sort_buckets)
+                                        _radius_scan_chunk)
+from hashdup.index._mih_params import (_ball, _check_m, default_m, expected_work, join_cost, join_m, substring_bounds,
+                                       substring_radii)
+from hashdup.index._mih_tables import (_build_table, _dir_bits, _id_dtype, _map, _pool, _ranges, _read_only_words,
+                                       _threads)
 
+__all__ = ["MultiIndex", "default_m", "expected_work", "join_cost", "join_m", "self_join", "substring_bounds",
+           "substring_radii"]
 
-# The self-join cost model, in units of one candidate verified inside a run of equal keys by the vectorised loop
-# (0.5 ns for one-word codes). Fitted to 16 timed joins of 1 M codes (32 to 128 bits, radius 2 to 13, several m each)
-# on a 2-core Xeon: sorting the codes by one substring and gathering them, 37 ns per code; probing one key of a ball
-# (a directory lookup: cache misses), 31 ns; a candidate from a probed run, 1.5 ns; a pair of the quadratic scan, 1 ns.
-_COST_SORT = 75.0
-_COST_PROBE = 60.0
-_COST_PROBED = 3.0
-_COST_BRUTE = 2.0
 # A self-join uses one thread per this many codes at most: below it, starting threads costs more than it saves.
 _CODES_PER_THREAD = 50_000
 # A self-join chunk gathers the codes of its positions and of the rest of its last run, up to this many positions
@@ -82,180 +84,6 @@ _GATHER_MIN = 4096
 # directory lookup and the codes behind it, mostly cache misses) costs as much as scanning 30 or so codes, so the
 # incremental search is then already about as slow as a scan.
 _KNN_BUDGET = 1 / 64
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# parameters
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def substring_bounds(n_bits: int, m: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Bit ranges of the ``m`` substrings: ``(starts, widths)``, contiguous, the first ``n_bits % m`` one bit longer."""
-    n_bits, m = bits.check_n_bits(n_bits), _check_m(n_bits, m)
-    q, rem = divmod(n_bits, m)
-    widths = np.full(m, q, dtype=np.int64)
-    widths[:rem] += 1
-    starts = np.zeros(m, dtype=np.int64)
-    np.cumsum(widths[:-1], out=starts[1:])
-    return starts, widths
-
-
-def substring_radii(radius: int, m: int) -> NDArray[np.int64]:
-    """Probing radius of each substring for a search radius: ``r'`` for the first ``a + 1``, ``r' − 1`` after.
-
-    ``radius = m·r' + a``; a negative entry means that substring need not be probed.
-    """
-    r1, a = divmod(int(radius), int(m))
-    tks = np.full(m, r1 - 1, dtype=np.int64)
-    tks[: a + 1] = r1
-    return tks
-
-
-def default_m(n: int, n_bits: int) -> int:
-    """The paper's choice for kNN and radius queries: ``m ≈ n_bits / log2(n)``, so a substring key addresses about
-    one code; clamped so that substrings have 1 to 64 bits."""
-    n_bits = bits.check_n_bits(n_bits)
-    m = round(n_bits / math.log2(max(n, 2)))
-    return int(min(max(m, -(-n_bits // 64)), n_bits))
-
-
-def _check_m(n_bits: int, m: int) -> int:
-    if isinstance(m, bool) or int(m) != m:
-        raise ValueError(f"m must be an integer, got {m!r}")
-    m = int(m)
-    lo = -(-n_bits // 64)
-    if not lo <= m <= n_bits:
-        raise ValueError(f"m must be between {lo} and {n_bits} for {n_bits}-bit codes (substrings of 1 to 64 bits), "
-                         f"got {m}")
-    return m
-
-
-def _ball(width: int, t: int) -> int:
-    """Number of keys within ``t`` bits of a ``width``-bit key."""
-    return sum(math.comb(width, w) for w in range(min(t, width) + 1)) if t >= 0 else 0
-
-
-def expected_work(n: int, n_bits: int, radius: int, m: int) -> tuple[float, float]:
-    """Expected ``(probes, candidates)`` of one radius query, or per code of a self-join, on uniform random codes.
-
-    ``probes`` counts the keys looked up, ``candidates`` the codes verified (a self-join verifies each pair from one
-    side: half of that). Compare with ``n`` verifications for a linear scan; skewed real codes collide more often.
-    """
-    starts, widths = substring_bounds(n_bits, m)
-    probes = cands = 0.0
-    for width, t in zip(widths.tolist(), substring_radii(radius, m).tolist()):
-        ball = _ball(width, t)
-        probes += ball
-        cands += ball * n / 2.0**width
-    return probes, cands
-
-
-def join_cost(n: int, n_bits: int, radius: int, m: int | None) -> float:
-    """Modelled time of a self-join of ``n`` uniform random codes, in units of about 0.5 ns (one candidate verified
-    inside a run of equal keys); ``m=None`` is the quadratic scan. Only the ranking of the choices is meant to hold."""
-    n_words = bits.row_bytes(n_bits) // 8
-    if m is None:
-        return _COST_BRUTE * (1 + (n_words - 1) / 4) * n * (n - 1) / 2
-    exact = 1.0 if n_words == 1 else 2.0          # more words: a scalar loop instead of the vectorised count
-    starts, widths = substring_bounds(n_bits, m)
-    cost = 0.0
-    for width, t in zip(widths.tolist(), substring_radii(radius, m).tolist()):
-        if t < 0:
-            continue
-        probes = (_ball(width, t) - 1) / 2          # larger keys of the ball, per code
-        per_key = n / 2.0**width
-        cost += n * (_COST_SORT + min(probes * _COST_PROBE, n / 2 * _COST_BRUTE) + per_key / 2 * exact
-                     + probes * per_key * _COST_PROBED)
-    return cost
-
-
-def join_m(n: int, n_bits: int, radius: int) -> int | None:
-    """The number of substrings that makes a self-join cheapest by :func:`join_cost`; None: the quadratic scan wins.
-
-    Only ``m ≤ radius + 1`` is considered: with ``m > radius + 1`` only ``radius + 1`` substrings are probed, exactly,
-    and they are shorter than with ``m = radius + 1``.
-    """
-    n_bits = bits.check_n_bits(n_bits)
-    lo = -(-n_bits // 64)
-    best, best_cost = None, join_cost(n, n_bits, radius, None)
-    for m in range(lo, max(lo, min(radius + 1, n_bits)) + 1):
-        cost = join_cost(n, n_bits, radius, m)
-        if cost < best_cost:
-            best, best_cost = m, cost
-    return best
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# glue
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _read_only_words(codes: NDArray[np.uint8]) -> NDArray[np.uint64]:
-    """Codes as uint64 words in a read-only view: the kernels see one array type whether the codes come from memory
-    or from a read-only memory map, so each is compiled once."""
-    words = bits.as_words(codes).view()
-    words.flags.writeable = False
-    return words
-
-
-def _id_dtype(n: int) -> type:
-    return np.int32 if n < 2**31 - 1 else np.int64
-
-
-def _dir_bits(n: int, width: int) -> int:
-    """Directory bits of a table: about log2(n), so buckets hold one or two codes, and never more than the key."""
-    return int(min(width, max(1, int(n).bit_length() - 1)))
-
-
-def _threads(n_threads: int | None) -> int:
-    if n_threads is None:
-        return numba.get_num_threads()
-    if int(n_threads) < 1:
-        raise ValueError(f"n_threads must be ≥ 1, got {n_threads}")
-    return int(n_threads)
-
-
-def _ranges(total: int, pieces: int) -> list[tuple[int, int]]:
-    edges = np.linspace(0, total, max(1, min(pieces, total)) + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-
-
-def _map(fn: Callable, ranges: Sequence[tuple[int, int]], pool: ThreadPoolExecutor | None) -> list:
-    """``fn(a, b)`` over ranges, on the pool's threads (the kernels release the GIL), results in order."""
-    if pool is None or len(ranges) <= 1:
-        return [fn(a, b) for a, b in ranges]
-    return list(pool.map(lambda ab: fn(*ab), ranges))
-
-
-def _pool(n_threads: int) -> ThreadPoolExecutor | contextlib.nullcontext:
-    return ThreadPoolExecutor(n_threads) if n_threads > 1 else contextlib.nullcontext()
-
-
-def _build_table(words: NDArray[np.uint64], start: int, width: int, dbits: int, perm: NDArray, offsets: NDArray,
-                 pool: ThreadPoolExecutor | None, n_threads: int) -> None:
-    """Fill ``perm`` (n,) and ``offsets`` (2**dbits + 1,) with the table of the substring ``start:start + width``.
-
-    A counting sort on the top ``dbits`` key bits, split over threads by id range (stable, so ids ascend), then,
-    when the key has more bits than the directory, a stable sort of each bucket by its full keys.
-    """
-    n = words.shape[0]
-    parts = _ranges(n, n_threads)
-    counts = np.zeros((len(parts), 1 << dbits), dtype=perm.dtype)
-    each = [(t, t + 1) for t in range(len(parts))]
-    _map(lambda t, _: _table_histogram(words, start, width, dbits, *parts[t], counts[t]), each, pool)
-    offsets[0] = 0
-    np.cumsum(counts.sum(axis=0, dtype=np.int64), out=offsets[1:])
-    fill = np.cumsum(counts, axis=0, dtype=perm.dtype)
-    fill -= counts
-    fill += offsets[:-1]
-    del counts
-    _map(lambda t, _: _table_scatter(words, start, width, dbits, *parts[t], fill[t], perm), each, pool)
-    del fill
-    if width > dbits:
-        edges = np.searchsorted(offsets, np.linspace(0, n, 4 * len(parts) + 1)[1:-1])
-        edges = np.unique(np.concatenate(([0], edges, [1 << dbits])))
-        _map(lambda a, b: _table_sort_buckets(words, start, width, offsets, perm, a, b),
-             list(zip(edges[:-1].tolist(), edges[1:].tolist())), pool)
 
 
 def _pairs_guess(n_codes: int) -> int:
