@@ -36,16 +36,9 @@ def group_options(f: Callable[..., Any]) -> Callable[..., Any]:
                              "verifying; 3/64 with --no-verify, where it decides alone].")(f)
 
 
-def verify_workers_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--workers", type=click.IntRange(min=1), default=None,
-                        help="Processes that compare the pixels of candidate pairs; the groups are the same for any "
-                             "number [default: the CPU cores available].")(f)
-
-
-def _find_groups(idx: Any, radius: int | None, quiet: bool, workers: int | None, **options: Any) -> list:
+def _find_groups(idx: Any, radius: int | None, quiet: bool, **options: Any) -> list:
     """find_groups with a progress bar on stderr while pairs are verified (only on a terminal, never with -q)."""
     from hashdup.dedup import find_groups
-    from hashdup.extract import default_workers
 
     bar = None
 
@@ -60,7 +53,7 @@ def _find_groups(idx: Any, radius: int | None, quiet: bool, workers: int | None,
         bar.update(done - bar.n)
 
     try:
-        return find_groups(idx, radius, progress=progress, workers=workers or default_workers(), **options)
+        return find_groups(idx, radius, progress=progress, **options)
     finally:
         if bar is not None:
             bar.close()
@@ -75,12 +68,11 @@ def _find_groups(idx: Any, radius: int | None, quiet: bool, workers: int | None,
 @click.option("--yes", is_flag=True, help="Act; without it, move/symlink/hardlink/delete only print what they would do.")
 @click.option("--manifest", type=click.Path(dir_okay=False),
               help="Journal of the changes, for hashdup undo [default: ./hashdup-actions-<UTC time>.jsonl].")
-@verify_workers_option
 @format_options
 @index_option
 @quiet_option
 def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror: bool, verify: bool, action: str,
-          yes: bool, manifest: str | None, workers: int | None, fmt: str, index_dir: str, quiet: bool) -> None:
+          yes: bool, manifest: str | None, fmt: str, index_dir: str, quiet: bool) -> None:
     """Print groups of near-duplicate images in the index, or act on their duplicates.
 
     Candidate pairs come from the binary codes (within --radius bits, and each image's nearest codes); each is
@@ -111,7 +103,7 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
     options: dict[str, Any] = {"keep": keep, "linkage": linkage, "mirror": mirror, "verify": verify}
     idx = _open(index_dir)
     try:
-        groups = _find_groups(idx, radius, quiet, workers, **options)
+        groups = _find_groups(idx, radius, quiet, **options)
         roots = list(idx.stored.catalogue.roots)
     finally:
         idx.close()
@@ -182,11 +174,10 @@ def undo(manifest: str, fmt: str, quiet: bool) -> None:
 @click.option("-o", "--output", default="hashdup-report.html", show_default=True,
               type=click.Path(dir_okay=False, allow_dash=True), help="HTML file to write; '-' writes to stdout.")
 @group_options
-@verify_workers_option
 @index_option
 @quiet_option
 def report(output: str, radius: int | None, keep: str, linkage: str, mirror: bool, verify: bool,
-           workers: int | None, index_dir: str, quiet: bool) -> None:
+           index_dir: str, quiet: bool) -> None:
     """Write one self-contained HTML page of the near-duplicate groups.
 
     Thumbnails (inline, no external files), sizes, resolutions, distances, and the keeper of each group marked;
@@ -202,7 +193,7 @@ def report(output: str, radius: int | None, keep: str, linkage: str, mirror: boo
     options = {"keep": keep, "linkage": linkage, "mirror": mirror, "verify": verify}
     idx = _open(index_dir)
     try:
-        groups = _find_groups(idx, radius, quiet, workers, **options)
+        groups = _find_groups(idx, radius, quiet, **options)
         facts = html_report.index_facts(pipeline.info(idx), radius=radius, **options)
     finally:
         idx.close()

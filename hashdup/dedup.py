@@ -110,7 +110,7 @@ def member(index: Index, rec: FileRecord, distance: int = 0, match: str = "keepe
 
 def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "star",
                 keep: KeepPolicy = "resolution", mirror: bool = True, verify: bool = True,
-                progress: Callable[[str, int, int], None] | None = None, workers: int = 1) -> list[Group]:
+                progress: Callable[[str, int, int], None] | None = None) -> list[Group]:
     """Group the near-duplicate images of an index.
 
     Two stages (:mod:`hashdup.pairs`): the binary codes propose candidate pairs (within ``radius`` bits, and each
@@ -136,8 +136,6 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
         Decide pairs by descriptors and pixels (the default) rather than by code distance alone.
     progress : callable, optional
         ``progress(stage, done, total)`` as pairs are verified.
-    workers : int
-        Processes that compare pixels; the groups do not depend on it.
 
     Returns
     -------
@@ -150,7 +148,7 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
     key = _keep_key(keep)
-    judge = PairJudge(index, radius, mirror=mirror, verify=verify, progress=progress, workers=workers)
+    judge = PairJudge(index, radius, mirror=mirror, verify=verify, progress=progress)
     try:
         i, j = judge.linked_pairs()
         components = connected_groups(len(index), i, j)

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup.descriptors import Descriptor
+from hashdup.descriptors.local import LocalExtractor, LocalFeatures
 from hashdup.errors import HashdupError, ImageError
 from hashdup.io import images
 
@@ -41,8 +42,8 @@ class Extracted:
     """What one file gave.
 
     ``ignored`` files are not images (no image signature and no image extension) and are left out of the catalogue;
-    files with an ``error`` (a one-line reason) are recorded as skipped; the others have every field set and a
-    ``descriptor`` row (float32 values rounded through float16).
+    files with an ``error`` (a one-line reason) are recorded as skipped; the others have every field set, a
+    ``descriptor`` row (float32 values rounded through float16) and, when local features were asked for, ``local``.
     """
 
     position: int
@@ -55,6 +56,7 @@ class Extracted:
     error: str | None = None
     ignored: bool = False
     descriptor: NDArray[np.float32] | None = None
+    local: LocalFeatures | None = None
 
 
 def describe_images(descriptor: Descriptor, pixels: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
@@ -64,8 +66,10 @@ def describe_images(descriptor: Descriptor, pixels: Sequence[NDArray[np.uint8]])
     return descriptor.describe(np.stack(pixels)).astype(STORED_DTYPE).astype(np.float32)
 
 
-def extract_chunk(paths: Sequence[str], descriptor: Descriptor, start: int = 0) -> list[Extracted]:
-    """Extract a chunk of files in this process; ``start`` is the position of ``paths[0]`` in the whole run."""
+def extract_chunk(paths: Sequence[str], descriptor: Descriptor, start: int = 0,
+                  local: LocalExtractor | None = None) -> list[Extracted]:
+    """Extract a chunk of files in this process; ``start`` is the position of ``paths[0]`` in the whole run;
+    ``local`` also computes each image's local features (from the same decoding)."""
     out: list[Extracted | None] = [None] * len(paths)
     pending: list[tuple[int, Extracted]] = []
     pixels: list[NDArray[np.uint8]] = []
@@ -78,8 +82,11 @@ def extract_chunk(paths: Sequence[str], descriptor: Descriptor, start: int = 0) 
                 continue
             size, mtime = content.size, content.mtime_ns
             digest = hashlib.blake2b(content.data, digest_size=16).hexdigest()
-            img = images.decode(content.data, descriptor.image_size, name=path)
-            pending.append((n, Extracted(start + n, size, mtime, digest, img.width, img.height, img.format)))
+            img = images.decode(content.data, descriptor.image_size, name=path,
+                                frame=local.frame if local is not None else None)
+            feats = local.describe(img.gray) if local is not None else None
+            pending.append((n, Extracted(start + n, size, mtime, digest, img.width, img.height, img.format,
+                                         local=feats)))
             pixels.append(img.pixels)
         except ImageError as e:
             out[n] = Extracted(start + n, size, mtime, error=e.reason)
@@ -90,16 +97,20 @@ def extract_chunk(paths: Sequence[str], descriptor: Descriptor, start: int = 0) 
 
 
 @functools.lru_cache(maxsize=8)
-def _descriptor(name: str, params_json: str) -> Descriptor:
-    """A descriptor rebuilt from its name and JSON parameters, once per process (its filter bank is cached)."""
+def _extractors(spec_json: str) -> tuple[Descriptor, LocalExtractor | None]:
+    """The descriptor and local extractor a :func:`_spec` names, built once per process (filter banks cached)."""
     from hashdup.descriptors import make_descriptor
 
-    return make_descriptor(name, **json.loads(params_json))
+    spec = json.loads(spec_json)
+    local = spec.get("local")
+    return make_descriptor(spec["name"], **spec["params"]), (LocalExtractor(**local) if local is not None else None)
 
 
-def extract_chunk_by_name(paths: Sequence[str], name: str, params_json: str, start: int = 0) -> list[Extracted]:
-    """:func:`extract_chunk` with the descriptor given by name and JSON parameters: the task a worker runs."""
-    return extract_chunk(paths, _descriptor(name, params_json), start)
+def extract_chunk_by_name(paths: Sequence[str], name: str, spec_json: str, start: int = 0) -> list[Extracted]:
+    """:func:`extract_chunk` with the descriptor (``name``) and its parameters and local-feature settings given as
+    the JSON of :func:`_spec`: the task a worker runs."""
+    desc, local = _extractors(spec_json)
+    return extract_chunk(paths, desc, start, local)
 
 
 #: The function worker processes run on each chunk (replaced in tests to simulate a crashing decoder).
@@ -115,7 +126,7 @@ def default_workers() -> int:
 
 
 def extract(paths: Iterable[str], descriptor: Descriptor, *, workers: int | None = None, dask: Any = None,
-            chunk_size: int = 32) -> Iterator[Extracted]:
+            chunk_size: int = 32, local: LocalExtractor | None = None) -> Iterator[Extracted]:
     """Extract every file, yielding results in input order.
 
     Parameters
@@ -133,6 +144,8 @@ def extract(paths: Iterable[str], descriptor: Descriptor, *, workers: int | None
         chunks are in flight (default: the cluster's worker threads).
     chunk_size : int
         Files handled together by one task (one descriptor batch).
+    local : LocalExtractor, optional
+        Also compute local features (:attr:`Extracted.local`), in the same task as the descriptors.
 
     Yields
     ------
@@ -152,16 +165,17 @@ def extract(paths: Iterable[str], descriptor: Descriptor, *, workers: int | None
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     chunks = _chunks(paths, chunk_size)
+    spec = _spec(descriptor, local)
     if dask is not None:
-        yield from _run_dask(chunks, descriptor, dask, workers)
+        yield from _run_dask(chunks, spec, dask, workers)
         return
     head = list(itertools.islice(chunks, 2))
     chunks = itertools.chain(head, chunks)
     if (workers or default_workers()) == 1 or len(head) < 2:  # a pool cannot speed up a single chunk
         for start, part in chunks:
-            yield from extract_chunk(part, descriptor, start)
+            yield from extract_chunk(part, descriptor, start, local)
     else:
-        yield from _run_pool(chunks, descriptor, workers or default_workers())
+        yield from _run_pool(chunks, spec, workers or default_workers())
 
 
 def _chunks(paths: Iterable[str], size: int) -> Iterator[tuple[int, list[str]]]:
@@ -173,8 +187,11 @@ def _chunks(paths: Iterable[str], size: int) -> Iterator[tuple[int, list[str]]]:
         start += len(part)
 
 
-def _spec(descriptor: Descriptor) -> tuple[str, str]:
-    return descriptor.name, json.dumps(descriptor.get_params(), sort_keys=True)
+def _spec(descriptor: Descriptor, local: LocalExtractor | None = None) -> tuple[str, str]:
+    """What a worker needs to rebuild the extractors: the descriptor's name, and JSON of its name, parameters and
+    local-feature settings (see :func:`extract_chunk_by_name`)."""
+    return descriptor.name, json.dumps({"name": descriptor.name, "params": descriptor.get_params(),
+                                        "local": local.get_params() if local is not None else None}, sort_keys=True)
 
 
 # --- local process pool -------------------------------------------------------------------------------------------
@@ -214,11 +231,11 @@ def _new_pool(workers: int):  # noqa: ANN202 - concurrent.futures.ProcessPoolExe
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_limit_threads)
 
 
-def _run_pool(chunks: Iterator[tuple[int, list[str]]], descriptor: Descriptor, workers: int) -> Iterator[Extracted]:
+def _run_pool(chunks: Iterator[tuple[int, list[str]]], spec: tuple[str, str], workers: int) -> Iterator[Extracted]:
     """Chunks on a local process pool, at most ``2 × workers`` in flight, results in order."""
     from concurrent.futures.process import BrokenProcessPool
 
-    name, params = _spec(descriptor)
+    name, params = spec
     in_flight: deque[tuple[int, list[str], Any]] = deque()
     pool = _new_pool(workers)
 
@@ -285,7 +302,7 @@ def _crashed(path: str, position: int) -> Extracted:
 
 
 # --- Dask ---------------------------------------------------------------------------------------------------------
-def _run_dask(chunks: Iterator[tuple[int, list[str]]], descriptor: Descriptor, dask: Any,
+def _run_dask(chunks: Iterator[tuple[int, list[str]]], spec: tuple[str, str], dask: Any,
               workers: int | None) -> Iterator[Extracted]:
     """Chunks as tasks on a Dask cluster, a bounded number in flight, results in order."""
     try:
@@ -300,7 +317,7 @@ def _run_dask(chunks: Iterator[tuple[int, list[str]]], descriptor: Descriptor, d
     try:
         if workers is None:
             workers = max(1, sum(client.nthreads().values()))
-        name, params = _spec(descriptor)
+        name, params = spec
         in_flight: deque[tuple[int, list[str], Any]] = deque()
 
         def fill() -> None:

@@ -3,15 +3,17 @@ and the extraction of everything else.
 
 For every walked file, in walk order:
 
-1. the previous index has a record at the same absolute path with the same size and mtime: its descriptor row and
-   metadata are kept without reading the file (*unchanged*) — unless the mtime lies within the file system's
+1. the previous index has a record at the same absolute path with the same size and mtime: its descriptor row,
+   local features and metadata are kept without reading the file (*unchanged*) — unless the mtime lies within the file system's
    timestamp granularity of the moment the previous run started (:func:`hashdup.io.journal.in_doubt`), when the
    file is hashed again and kept only if its content hash is the recorded one;
-2. else the journal of an interrupted run has it with the same size and mtime: its descriptor is taken from there
+2. else the journal of an interrupted run has it with the same size and mtime: its descriptor and local features
+   are taken from there
    (*resumed*), under the same doubt rule;
 3. else a file that disappeared from the index had the same size and mtime (a move or rename): the file is hashed,
    and if it has that content the old descriptor is kept;
-4. else the file is read, decoded and described (:func:`hashdup.extract.extract`), and journaled as it arrives.
+4. else the file is read, decoded, described and its local features computed (:func:`hashdup.extract.extract`),
+   and journaled as it arrives.
 
 Files that were skipped with an error are always tried again; records that the walk no longer finds are dropped.
 The new generation gets dense ids in walk order, so codes, descriptors, catalogue and bucket tables are all
@@ -31,11 +33,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup.descriptors import Descriptor
+from hashdup.descriptors.local import LocalExtractor
 from hashdup.encoders import BaseEncoder, load_encoder
 from hashdup.errors import HashdupError, IndexFileError, NoIndexError
 from hashdup.extract import STORED_DTYPE, extract
 from hashdup.io.atomic import file_digest
 from hashdup.io.catalogue import FileRecord
+from hashdup.io.featurefile import FeatureFile, LocalFeatures
 from hashdup.io.journal import Journal, in_doubt
 from hashdup.io.store import StoredIndex
 from hashdup.io.walk import WalkResult, display_path
@@ -53,10 +57,11 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
-def descriptor_settings(desc: Descriptor) -> dict[str, Any]:
-    """What decides the descriptors: name, parameters, length and stored dtype (as stored in the manifest)."""
+def descriptor_settings(desc: Descriptor, local: LocalExtractor) -> dict[str, Any]:
+    """What decides the descriptors and local features: name, parameters, length and stored dtype, and the local
+    extractor's parameters (as stored in the manifest)."""
     return _plain({"name": desc.name, "params": desc.get_params(), "n_features": desc.n_features,
-                   "dtype": np.dtype(STORED_DTYPE).name})
+                   "dtype": np.dtype(STORED_DTYPE).name, "local": local.get_params()})
 
 
 def supervision_settings(sup: Supervision) -> dict[str, Any]:
@@ -73,13 +78,14 @@ class Previous:
     """The last committed index as this run sees it.
 
     ``records`` (every catalogue record by absolute path) serve the added / updated / removed / unchanged counts
-    whenever the previous catalogue is readable; ``descriptors`` are set only when they can be reused (same
-    descriptor settings, every checksum right); otherwise ``reason`` says why not.
+    whenever the previous catalogue is readable; ``descriptors`` and local ``features`` are set only when they can be
+    reused (same descriptor and local-feature settings, every checksum right); otherwise ``reason`` says why not.
     """
 
     manifest: dict[str, Any] | None = None
     records: dict[str, FileRecord] = field(default_factory=dict)
     descriptors: NDArray[np.floating] | None = None
+    features: FeatureFile | None = None
     reason: str = ""
     stored: StoredIndex | None = None
 
@@ -108,14 +114,18 @@ def open_previous(index_dir: str | os.PathLike[str], settings: dict[str, Any]) -
         old = _plain({k: stored.manifest["descriptor"].get(k) for k in settings})
         if old["name"] != settings["name"]:
             prev.reason = f"the descriptor changed ({old['name']} → {settings['name']})"
+        elif old.get("local") != settings.get("local") and {**old, "local": None} == {**settings, "local": None}:
+            prev.reason = ("the index has no local features (written by an older hashdup)" if old.get("local") is None
+                           else "the local-feature settings changed")
         elif old != settings:
             a, b = old.get("params") or {}, settings["params"]
             changed = [f"{k} {a.get(k)} → {b.get(k)}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
             prev.reason = f"the descriptor settings changed ({', '.join(changed) or 'stored format'})"
         else:
             prev.descriptors = stored.descriptors  # checks the checksum and shape
+            prev.features = stored.features
     except (IndexFileError, OSError, ValueError) as e:
-        prev.descriptors = None
+        prev.descriptors = prev.features = None
         prev.reason = f"the previous index is unreadable ({e})"
     return prev
 
@@ -155,7 +165,8 @@ def reusable_encoder(prev: Previous, enc: BaseEncoder, supervision: dict[str, An
 
 @dataclass(frozen=True)
 class _Kept:
-    """A file's record and descriptor taken over without decoding: ``row`` is a previous id or a descriptor."""
+    """A file's record, descriptor and local features taken over without decoding: ``row`` is a previous id, or a
+    descriptor given with its ``local`` features."""
 
     origin: str  # "previous" or "journal"
     size: int
@@ -165,15 +176,17 @@ class _Kept:
     height: int
     format: str
     row: int | NDArray[np.float16]
+    local: LocalFeatures | None = None
 
 
-def gather(found: WalkResult, desc: Descriptor, prev: Previous, journal: Journal, summary: IndexSummary,
-           progress: Progress, on_problem: OnProblem, batch_size: int, extract_options: dict[str, Any]
-           ) -> tuple[list[FileRecord], NDArray[np.float16], NDArray[np.int64]]:
-    """Catalogue records (walk order, dense ids), the float16 descriptors (row i for id i) of the walked files, and
-    for each row the previous index's row with the same descriptor (-1 for none), reusing what the previous index
-    and the journal hold (see the module docstring). Counts go to ``summary`` (an
-    :class:`hashdup.pipeline.IndexSummary`)."""
+def gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Previous, journal: Journal,
+           summary: IndexSummary, progress: Progress, on_problem: OnProblem, batch_size: int,
+           extract_options: dict[str, Any]
+           ) -> tuple[list[FileRecord], NDArray[np.float16], NDArray[np.int64], list[LocalFeatures]]:
+    """Catalogue records (walk order, dense ids), the float16 descriptors (row i for id i) of the walked files, for
+    each row the previous index's row with the same descriptor (-1 for none), and the local features (item i for id
+    i), reusing what the previous index and the journal hold (see the module docstring). Counts go to ``summary``
+    (an :class:`hashdup.pipeline.IndexSummary`)."""
     keys = [found.abspath(f) for f in found.files]
     kept: list[_Kept | None] = [None] * len(keys)
     doubtful: list[tuple[int, list[_Kept]]] = []
@@ -199,7 +212,7 @@ def gather(found: WalkResult, desc: Descriptor, prev: Previous, journal: Journal
             candidate, checked = _from_record(rec), prev.started_ns
         elif row is not None and (row.size, row.mtime_ns) == sig:
             candidate = _Kept("journal", row.size, row.mtime_ns, row.blake2b, row.width, row.height, row.format,
-                              row.descriptor)
+                              row.descriptor, row.local)
             checked = row.checked_ns
         elif sig in vanished:
             doubtful.append((i, vanished[sig]))
@@ -223,7 +236,8 @@ def gather(found: WalkResult, desc: Descriptor, prev: Previous, journal: Journal
         if kept[i] is None:
             todo.append(i)
     todo.sort()
-    extracted = _extract(keys, todo, desc, journal, summary, progress, on_problem, batch_size, extract_options)
+    extracted = _extract(keys, todo, desc, local, journal, summary, progress, on_problem, batch_size,
+                         extract_options)
     return _assemble(found, keys, kept, extracted, desc.n_features, prev, summary)
 
 
@@ -232,22 +246,23 @@ def _from_record(rec: FileRecord) -> _Kept:
                  rec.id)  # type: ignore[arg-type]
 
 
-def _extract(keys: list[str], todo: list[int], desc: Descriptor, journal: Journal, summary: IndexSummary,
-             progress: Progress, on_problem: OnProblem, batch_size: int, extract_options: dict[str, Any]
-             ) -> dict[int, Any]:
+def _extract(keys: list[str], todo: list[int], desc: Descriptor, local: LocalExtractor, journal: Journal,
+             summary: IndexSummary, progress: Progress, on_problem: OnProblem, batch_size: int,
+             extract_options: dict[str, Any]) -> dict[int, Any]:
     """Extract the files at ``todo`` (walk positions), journaling every described one as it arrives."""
     out: dict[int, Any] = {}
     checked_ns = time.time_ns()  # before any of them is read
     paths = [keys[i] for i in todo]
-    for done, r in enumerate(extract(paths, desc, chunk_size=batch_size, **extract_options), start=1):
+    for done, r in enumerate(extract(paths, desc, chunk_size=batch_size, local=local, **extract_options), start=1):
         i = todo[r.position]
         if r.error is not None:
             summary.skipped.append((display_path(keys[i]), r.error))
             on_problem(display_path(keys[i]), r.error)
         elif not r.ignored:
             r = _Kept("extracted", r.size, r.mtime_ns, r.blake2b, r.width, r.height, r.format,
-                      np.asarray(r.descriptor).astype(STORED_DTYPE))
-            journal.add(keys[i], r.size, r.mtime_ns, checked_ns, r.blake2b, r.width, r.height, r.format, r.row)
+                      np.asarray(r.descriptor).astype(STORED_DTYPE), r.local)
+            journal.add(keys[i], r.size, r.mtime_ns, checked_ns, r.blake2b, r.width, r.height, r.format, r.row,
+                        r.local)
             summary.decoded += 1
         out[i] = r
         progress("describing", done, len(paths))
@@ -257,8 +272,9 @@ def _extract(keys: list[str], todo: list[int], desc: Descriptor, journal: Journa
 
 def _assemble(found: WalkResult, keys: list[str], kept: list[_Kept | None], extracted: dict[int, Any],
               n_features: int, prev: Previous, summary: IndexSummary
-              ) -> tuple[list[FileRecord], NDArray[np.float16], NDArray[np.int64]]:
+              ) -> tuple[list[FileRecord], NDArray[np.float16], NDArray[np.int64], list[LocalFeatures]]:
     records: list[FileRecord] = []
+    feats: list[LocalFeatures] = []
     first_by_hash: dict[str, int] = {}
     from_prev: list[tuple[int, int]] = []
     from_array: list[tuple[int, NDArray[np.float16]]] = []
@@ -275,6 +291,10 @@ def _assemble(found: WalkResult, keys: list[str], kept: list[_Kept | None], extr
         summary.resumed += k.origin == "journal"
         records.append(FileRecord(n_ok, f.root, f.relpath, k.size, k.mtime_ns, k.blake2b, k.width, k.height,
                                   k.format))
+        if k.origin == "previous":
+            feats.append(prev.features[int(k.row)])  # type: ignore[index,arg-type]  # a view of the old file
+        else:
+            feats.append(k.local)  # type: ignore[arg-type]
         if k.blake2b in first_by_hash:
             copies.append((n_ok, first_by_hash[k.blake2b]))
             summary.exact_duplicates += 1
@@ -294,9 +314,9 @@ def _assemble(found: WalkResult, keys: list[str], kept: list[_Kept | None], extr
     for i, row in from_array:
         X[i] = row
     for i, j in copies:
-        X[i], source[i] = X[j], source[j]
+        X[i], source[i], feats[i] = X[j], source[j], feats[j]
     _count(records, keys, found, kept, prev, summary)
-    return records, X, source
+    return records, X, source, feats
 
 
 def _count(records: list[FileRecord], keys: list[str], found: WalkResult, kept: list[_Kept | None],

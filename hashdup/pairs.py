@@ -11,9 +11,11 @@ coarse one.
 
 Stage 2 (decision). The stored descriptors' distance (the smaller of plain and mirrored) at or below ``accept`` — a
 fraction :data:`ACCEPT` of the median distance between random pairs of the index's own images — makes a duplicate;
-other candidates are compared by :class:`hashdup.verify.Verifier` (ORB features, a RANSAC similarity transform,
-then agreement of the aligned pixels), closest first, skipping pairs already joined through earlier links, so the
-pixels are looked at about once per duplicate and a few times per other image. A last pass compares once the groups
+other candidates closer than ``gate`` (a fraction :data:`GATE` of the same median: farther pairs are never copies,
+measured on bench/neardup.py) are compared by :class:`hashdup.verify.Verifier` on the local features stored at
+index time (ORB matches, a RANSAC similarity transform, then agreement of the aligned thumbnails), closest first,
+skipping pairs already joined through earlier links, so the features are compared about once per duplicate and a
+few times per other image. Verdicts are kept in the index folder (:mod:`hashdup.io.verdicts`) for the next run. A last pass compares once the groups
 that keep meeting on each other's shortlists (:meth:`PairJudge._merge_groups`). Measured on bench/neardup.py
 (bench/RESULTS.md).
 """
@@ -29,10 +31,12 @@ from numpy.typing import NDArray
 
 from hashdup import bits
 
+from hashdup.io.verdicts import VerdictStore, way_code
+from hashdup.verify import Verdict, Verifier
+
 if TYPE_CHECKING:
     from hashdup.index import HammingIndex
     from hashdup.pipeline import Index
-    from hashdup.verify import Verdict
 
 #: Candidate radius when verifying, as a fraction of the code length (10 bits of 64): generous, since stage 2 decides.
 CANDIDATE_RADIUS_FRACTION = 10 / 64
@@ -46,6 +50,8 @@ PART_BITS = 64
 #: Descriptor-distance thresholds as fractions of the median distance between random pairs of indexed images.
 ACCEPT = 0.12
 REJECT = 1.0
+#: Candidates farther than this fraction of the median distance are not verified (see bench/RESULTS.md).
+GATE = 1.0
 _BLOCK = 65536
 
 
@@ -78,13 +84,10 @@ class PairJudge:
         Nearest codes per image proposed as candidates when verifying.
     progress : callable, optional
         ``progress("verifying", done, total)``.
-    workers : int
-        Processes that verify pixels (:func:`hashdup.verify_pool.verify_pairs`); the decisions do not depend on it.
     """
 
     def __init__(self, index: Index, radius: int | None = None, *, mirror: bool = True, verify: bool = True,
-                 nearest: int = NEAREST, progress: Callable[[str, int, int], None] | None = None,
-                 workers: int = 1) -> None:
+                 nearest: int = NEAREST, progress: Callable[[str, int, int], None] | None = None) -> None:
         from hashdup.pipeline import default_radius
 
         self.index = index
@@ -93,10 +96,6 @@ class PairJudge:
         self.verify = bool(verify)
         self.nearest = int(nearest)
         self.progress = progress
-        if workers < 1:
-            raise ValueError(f"workers must be ≥ 1, got {workers}")
-        self.workers = int(workers)
-        self._pool = None
         n_bits = index.n_bits
         if radius is None:
             radius = int(CANDIDATE_RADIUS_FRACTION * n_bits) if verify else default_radius(n_bits)
@@ -110,9 +109,11 @@ class PairJudge:
         si, sj = index.stored.catalogue.identical_pairs()
         self.identical = {(min(a, b), max(a, b)) for a, b in zip(si, sj, strict=True)}
         self._decided: dict[tuple[int, int], str | None] = {}
-        self._paths: dict[int, str] = {}
-        self.accept, self.reject = self._calibrate() if verify else (0.0, 0.0)
-        self._verifier = None
+        self.accept, self.reject, self.gate = self._calibrate() if verify else (0.0, 0.0, 0.0)
+        self._verifier: Verifier | None = None
+        self._verdicts: VerdictStore | None = None
+        self._hashes: list[bytes] | None = None
+        self.verified = 0  # pairs whose features were compared by this judge (not taken from stored verdicts)
         self._shortlisted: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]] = []
 
     # --- stage 1 -------------------------------------------------------------------------------------------------
@@ -229,10 +230,13 @@ class PairJudge:
         d = self._distances(ci, cj)
         cheap = np.array([(a, b) in self.identical for a, b in zip(ci.tolist(), cj.tolist(), strict=True)],
                          dtype=bool) | (d <= self.accept)
+        gated = ~cheap & (d > self.gate)  # never copies: decided without their features
+        for a, b in zip(ci[gated].tolist(), cj[gated].tolist(), strict=True):
+            self._decided[(a, b)] = None
         # pairs only within the radius: each image's few closest, and not hopelessly far
         loose = np.flatnonzero(~cheap & ~near & (d <= self.reject))
         loose = loose[_nearest_per_node(ci[loose], cj[loose], d[loose], self.n, self.nearest)]
-        band = np.union1d(np.flatnonzero(~cheap & near), loose)
+        band = np.union1d(np.flatnonzero(~cheap & ~gated & near), loose)
         parent = np.arange(self.n)
 
         def find(x: int) -> int:
@@ -303,59 +307,32 @@ class PairJudge:
         return np.array(out_i, dtype=np.int64), np.array(out_j, dtype=np.int64)
 
     def _verified(self, pairs: Iterable[tuple[Any, int, int]]) -> Iterator[tuple[Any, int, int]]:
-        """``(tag, i, j)`` for each of ``pairs``, in order, once :meth:`how` knows the pair: pairs that need their
-        pixels compared are verified by :attr:`workers` processes, a window ahead (see
-        :func:`hashdup.verify_pool.verify_pairs`); the others are decided here."""
-        from hashdup.verify_pool import VerifyPool, verify_pairs
-
-        if self.workers == 1 or not self.verify:
-            yield from pairs
-            return
-        if self._pool is None:
-            self._pool = VerifyPool(self.workers)
-        ready: deque[tuple[Any, int, int]] = deque()  # pulled, in order, waiting for the verdicts before them
-
-        def needing_pixels() -> Iterator[tuple[Any, str, str, bool | None]]:
-            for tag, i, j in pairs:
-                key = (min(i, j), max(i, j))
-                ready.append((tag, i, j))
-                if key not in self._decided and self._needs_pixels(*key):
-                    yield (tag, i, j), *self._pixel_task(*key)
-
-        for (tag, i, j), verdict in verify_pairs(self.verifier, needing_pixels(), self._pool):
-            self._decided.setdefault((min(i, j), max(i, j)), _geometric(verdict))
-            while ready:  # everything up to this pair, in order
-                item = ready.popleft()
-                yield item
-                if item == (tag, i, j):
-                    break
-        yield from ready
+        """``(tag, i, j)`` for each of ``pairs``, in order (a hook for deciding pairs ahead of :meth:`how`)."""
+        yield from pairs
 
     def close(self) -> None:
-        """Stop the worker processes, if any were started (a later verification starts them again)."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        """Store the verdicts this judge computed (:mod:`hashdup.io.verdicts`) for the next run."""
+        if self._verdicts is not None and self._hashes is not None:
+            self._verdicts.save(self._hashes)
 
     def prefetch(self, pairs: Iterable[tuple[int, int]]) -> None:
-        """Decide ``pairs`` now, those that need pixels on :attr:`workers` processes, so that :meth:`how` answers
-        them from the cache."""
-        for _ in self._verified((None, i, j) for i, j in pairs):
-            pass
+        """Decide ``pairs`` now, so that :meth:`how` answers them from the cache."""
+        for i, j in pairs:
+            self.how(i, j)
 
     # --- stage 2 -------------------------------------------------------------------------------------------------
-    def _calibrate(self, n_pairs: int = 20000, seed: int = 0) -> tuple[float, float]:
-        """``(accept, reject)`` distances: :data:`ACCEPT` and :data:`REJECT` times the median distance between
-        random pairs of indexed images."""
+    def _calibrate(self, n_pairs: int = 20000, seed: int = 0) -> tuple[float, float, float]:
+        """``(accept, reject, gate)`` distances: :data:`ACCEPT`, :data:`REJECT` and :data:`GATE` times the median
+        distance between random pairs of indexed images."""
         if self.n < 2:
-            return 0.0, 0.0
+            return 0.0, 0.0, 0.0
         rng = np.random.default_rng(seed)
         i = rng.integers(0, self.n, n_pairs)
         j = rng.integers(0, self.n, n_pairs)
         ok = i != j
         d = self._distances(i[ok], j[ok])
         med = float(np.median(d)) if d.size else 0.0
-        return ACCEPT * med, REJECT * med
+        return ACCEPT * med, REJECT * med, GATE * med
 
     def _distances(self, i: NDArray[np.int64], j: NDArray[np.int64], view: Callable | None = None
                    ) -> NDArray[np.float64]:
@@ -420,31 +397,42 @@ class PairJudge:
             return "identical"
         if not self.verify:
             return "code" if self.code_distance(i, j) <= self.radius else None
-        if not self._needs_pixels(i, j):
+        d = self.distance(i, j)
+        if d <= self.accept:
             return "metric"
-        return _geometric(self.verifier.verify(*self._pixel_task(i, j)))
+        if d > self.gate:
+            return None
+        return _geometric(self.verdict(i, j))
 
-    def _needs_pixels(self, i: int, j: int) -> bool:
-        """Whether deciding the pair ``i < j`` takes a pixel comparison (see :meth:`_decide`)."""
-        return self.verify and (i, j) not in self.identical and self.distance(i, j) > self.accept
+    def verdict(self, i: int, j: int) -> Verdict:
+        """The verification of the pair ``i < j`` from the stored features, or from the stored verdicts when the
+        same two files were compared before under the same settings."""
+        mirrored = self._mirrored(i, j)
+        if self._verdicts is None:
+            self._verdicts = VerdictStore(self.index.stored.folder, self.verification_settings())
+            self._hashes = [bytes.fromhex(r.blake2b) for r in self.index.stored.catalogue.records()
+                            if r.id is not None]
+        key = (self._hashes[i], self._hashes[j], way_code(mirrored))
+        known = self._verdicts.get(*key)
+        if known is not None:
+            same, way, reason, inliers, r_ncc, overlap = known
+            return Verdict(same, inliers, r_ncc, overlap, way, reason)
+        v = self.verifier.verify(i, j, mirrored)
+        self.verified += 1
+        self._verdicts.put(*key, (v.same, v.mirrored, v.reason, v.inliers, v.ncc, v.overlap))
+        return v
 
-    def _pixel_task(self, i: int, j: int) -> tuple[str, str, bool | None]:
-        """The arguments of :meth:`hashdup.verify.Verifier.verify` for the pair ``i < j``."""
-        return self._path(i), self._path(j), self._mirrored(i, j)
+    def verification_settings(self) -> dict[str, Any]:
+        """Every setting a verdict depends on: the local features' and the verifier's."""
+        return {"local": self.index.stored.manifest["descriptor"].get("local"),
+                "verifier": self.verifier.settings()}
 
     @property
-    def verifier(self):  # noqa: ANN201 - hashdup.verify.Verifier, imported lazily (scikit-image)
+    def verifier(self) -> Verifier:
         if self._verifier is None:
-            from hashdup.verify import Verifier
-
-            self._verifier = Verifier(mirror=self.mirror)
+            ff = self.index.stored.features
+            self._verifier = Verifier(ff.__getitem__, ff.frame, mirror=self.mirror)
         return self._verifier
-
-    def _path(self, i: int) -> str:
-        if i not in self._paths:
-            cat = self.index.stored.catalogue
-            self._paths[i] = cat.abspath(cat.records([i])[0])
-        return self._paths[i]
 
 
 def _geometric(verdict: Verdict) -> str | None:

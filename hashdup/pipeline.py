@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from hashdup import __version__, bits
 from hashdup.descriptors import Descriptor, DescriptorName, make_descriptor
+from hashdup.descriptors.local import LocalExtractor
 from hashdup.encoders import BaseEncoder, EncoderName, load_encoder, make_encoder
 from hashdup.errors import HashdupError, ImageError, IndexFileError
 from hashdup.extract import STORED_DTYPE, describe_images  # noqa: F401 - importable from here, as before
@@ -27,8 +28,10 @@ from hashdup.index import HammingIndex, connected_groups
 from hashdup.io import images
 from hashdup.io.catalogue import FileRecord, write_catalogue
 from hashdup.io.codefile import CodeFile
+from hashdup.io.featurefile import FeatureFile
 from hashdup.io.journal import Journal
-from hashdup.io.store import StoredIndex, commit, kill_point, new_generation, write_descriptors, writer_lock
+from hashdup.io.store import (Generation, StoredIndex, commit, kill_point, new_generation, write_descriptors,
+                              writer_lock)
 from hashdup.io.walk import display_path, walk
 from hashdup.supervision import (PathIndex, Supervision, Training, edit_pairs, encode_labels, labels_from_csv,
                                  labels_from_dirs, pairs_from_csv)
@@ -194,14 +197,15 @@ def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descr
     for p, reason in found.problems:
         summary.skipped.append((display_path(p), reason))
         on_problem(display_path(p), reason)
-    settings = indexing.descriptor_settings(desc)
+    local = LocalExtractor()
+    settings = indexing.descriptor_settings(desc, local)
     prev = indexing.open_previous(index_dir, settings)
     summary.rebuild = prev.reason
     journal = Journal(index_dir, settings, desc.n_features, commit_every=batch_size,
                       on_commit=lambda: kill_point("journal"))
     try:
-        records, X16, source = indexing.gather(found, desc, prev, journal, summary, progress, on_problem,
-                                               batch_size, extract_options)
+        records, X16, source, feats = indexing.gather(found, desc, local, prev, journal, summary, progress,
+                                                      on_problem, batch_size, extract_options)
         summary.files = len(records)
         summary.indexed = X16.shape[0]
         if summary.indexed == 0:
@@ -227,10 +231,16 @@ def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descr
             del X
             summary.training, fitted_rows = training.description, int(training.X.shape[0])
             codes = indexing.encode_rows(enc, X16)
+        # the features are written before the previous index is closed: reused ones are views of its feature file
+        gen = new_generation(index_dir)
+        FeatureFile.write(gen.path("features"), feats, frame=local.frame, max_keypoints=local.n_keypoints,
+                          thumb_pixels=local.thumb_pixels)
+        kill_point("written")
+        del feats
     finally:
         journal.close()
         prev.close()
-    _write_generation(index_dir, found.roots, records, X16, codes, enc, seed, summary, {
+    _write_generation(gen, found.roots, records, X16, codes, enc, seed, summary, {
         "started_ns": started_ns, "descriptor": settings, "supervision": sup_settings,
         "encoder": {"name": enc.name, "n_bits": enc.n_bits, "params": enc.json_params(),
                     "fingerprint": enc.fingerprint().hex(), "training": summary.training,
@@ -241,13 +251,13 @@ def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descr
     return summary
 
 
-def _write_generation(index_dir: Path, roots: list[str], records: list[FileRecord], X16: NDArray[np.float16],
+def _write_generation(gen: Generation, roots: list[str], records: list[FileRecord], X16: NDArray[np.float16],
                       codes: NDArray[np.uint8], enc: BaseEncoder, seed: int, summary: IndexSummary,
                       fields: dict[str, Any]) -> None:
-    """Write every file of a new generation (each flushed to disk under its final name), then commit it."""
+    """Write the other files of a new generation whose feature file is written (each flushed to disk under its
+    final name), then commit it."""
     from hashdup.index.buckets import BucketTables
 
-    gen = new_generation(index_dir)
     CodeFile.write(gen.path("codes"), codes, enc.n_bits, enc.fingerprint())
     kill_point("written")
     BucketTables.build(codes, enc.n_bits, random_state=seed, fingerprint=enc.fingerprint()).write(gen.path("buckets"))

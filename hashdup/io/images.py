@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import math
 import os
 import stat
 import warnings
@@ -107,6 +108,9 @@ class DecodedImage:
     decoded_size : tuple of int
         (width, height) actually decoded before the final resize; smaller than the file's size when the JPEG DCT
         scaling was used.
+    gray : ndarray of uint8, shape (h, w), or None
+        With ``decode(..., frame=F)``: the upright picture in greyscale (BT.601 luma), aspect ratio kept, longest
+        side ``F`` (smaller pictures enlarged), for :class:`hashdup.descriptors.local.LocalExtractor`.
     """
 
     pixels: NDArray[np.uint8]
@@ -114,6 +118,7 @@ class DecodedImage:
     height: int
     format: str
     decoded_size: tuple[int, int]
+    gray: NDArray[np.uint8] | None = None
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,7 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
 
 
 def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = MAX_PIXELS,
-           edit: Callable[[Image.Image], Image.Image] | None = None) -> DecodedImage:
+           edit: Callable[[Image.Image], Image.Image] | None = None, frame: int | None = None) -> DecodedImage:
     """Decode image bytes into a square RGB array.
 
     Parameters
@@ -205,6 +210,9 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
     edit : callable, optional
         Applied to the upright RGB image (decoded at 4 × ``size`` or more) before the final resize; see
         :func:`hashdup.io.edits.decode_edited`.
+    frame : int, optional
+        Also return the greyscale frame of longest side ``frame`` (:attr:`DecodedImage.gray`), from the same
+        decoding (JPEG DCT scaling then serves both sizes).
 
     Returns
     -------
@@ -220,7 +228,7 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning, EXIF and palette warnings: checked below
-            return _decode(data, size, name, max_pixels, edit)
+            return _decode(data, size, name, max_pixels, edit, frame)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -276,13 +284,17 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
 
 
 def _decode(data: bytes, size: int, name: str, max_pixels: int,
-            edit: Callable[[Image.Image], Image.Image] | None) -> DecodedImage:
+            edit: Callable[[Image.Image], Image.Image] | None, frame: int | None = None) -> DecodedImage:
     img = _open_checked(data, name, max_pixels)
     fmt = img.format or "unknown"
     width, height = img.size
     if isinstance(img, JpegImagePlugin.JpegImageFile):  # JPEG and MPO: decode at 1/2, 1/4 or 1/8 through the DCT
         draft = size if edit is None else 4 * size
-        img.draft(img.mode, (draft, draft))
+        box = (draft, draft)
+        if frame is not None:  # no coarser than the frame needs either (its longest side)
+            s = frame / max(width, height, 1)
+            box = (max(draft, math.ceil(width * s)), max(draft, math.ceil(height * s)))
+        img.draft(img.mode, box)
     img.load()
     decoded_size = img.size
     # read after load: some plugins (TIFF) turn the pixels upright themselves while loading and drop the tag
@@ -294,12 +306,26 @@ def _decode(data: bytes, size: int, name: str, max_pixels: int,
         img = _apply_orientation(img, orientation)
     if edit is not None:
         img = edit(img).convert("RGB")
+    gray = None if frame is None else _gray_frame(img, frame)
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     pixels = np.asarray(img, dtype=np.uint8)
     if pixels.shape != (size, size, 3):  # pragma: no cover - defensive
         raise ImageError(name, f"unexpected decoded shape {pixels.shape}")
-    return DecodedImage(pixels, int(width), int(height), fmt, (int(decoded_size[0]), int(decoded_size[1])))
+    return DecodedImage(pixels, int(width), int(height), fmt, (int(decoded_size[0]), int(decoded_size[1])), gray)
+
+
+def _gray_frame(img: Image.Image, frame: int) -> NDArray[np.uint8]:
+    """The upright RGB image in greyscale with its longest side resized to ``frame`` pixels (aspect kept)."""
+    w, h = img.size
+    s = frame / max(w, h)
+    target = (max(1, round(w * s)), max(1, round(h * s)))
+    if max(target) != frame:  # pragma: no cover - defensive: rounding keeps the longest side
+        target = (frame, target[1]) if w >= h else (target[0], frame)
+    gray = img.convert("L")
+    if gray.size != target:
+        gray = gray.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(gray, dtype=np.uint8)
 
 
 def _exif_orientation(img: Image.Image) -> int | None:

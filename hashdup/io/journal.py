@@ -1,4 +1,5 @@
-"""The work journal of an indexing run: descriptors saved as they are computed, so a killed run loses little.
+"""The work journal of an indexing run: descriptors and local features saved as they are computed, so a killed run
+loses little.
 
 ``journal.sqlite`` lives in the index folder while a ``hashdup index`` run is extracting, and is deleted after the
 run commits its generation. It is never read by queries: the index is only what the manifest names. A run that is
@@ -25,9 +26,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup.errors import HashdupError
+from hashdup.io.featurefile import LocalFeatures
 
 JOURNAL = "journal.sqlite"
-VERSION = 1
+VERSION = 2
 #: Modification times closer than this to the moment a file was read may hide a later change of the same size
 #: within the file system's timestamp granularity (2 s on FAT, 1 s on some network file systems, a clock tick on
 #: others): such files are hashed again before their old descriptor is trusted (git's "racy clean" problem).
@@ -44,7 +46,8 @@ CREATE TABLE IF NOT EXISTS files (
     width      INTEGER NOT NULL,
     height     INTEGER NOT NULL,
     format     TEXT NOT NULL,
-    descriptor BLOB NOT NULL       -- float16, little-endian
+    descriptor BLOB NOT NULL,      -- float16, little-endian
+    local      BLOB                -- LocalFeatures.to_bytes()
 );
 """
 
@@ -71,6 +74,7 @@ class JournalRow:
     height: int
     format: str
     descriptor: NDArray[np.float16]
+    local: LocalFeatures | None = None
 
 
 class Journal:
@@ -117,9 +121,10 @@ class Journal:
             db.execute("PRAGMA synchronous = NORMAL")
             db.executescript(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
-            if row is None or row[0] != key:
+            if row is None or row[0] != key:  # another version or other settings: its rows are no use
                 db.execute("BEGIN")
-                db.execute("DELETE FROM files")
+                db.execute("DROP TABLE IF EXISTS files")
+                db.execute(_SCHEMA.split(";")[1].strip())
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", (key,))
                 db.execute("COMMIT")
             db.execute("SELECT count(*) FROM files").fetchone()
@@ -135,15 +140,20 @@ class Journal:
     def _read(self) -> dict[str, JournalRow]:
         out: dict[str, JournalRow] = {}
         width = 2 * self.n_features
-        for path, *values, blob in self.db.execute(
-                "SELECT path, size, mtime_ns, checked_ns, blake2b, width, height, format, descriptor FROM files"):
+        for path, *values, blob, local in self.db.execute(
+                "SELECT path, size, mtime_ns, checked_ns, blake2b, width, height, format, descriptor, local FROM files"):
             if isinstance(blob, bytes) and len(blob) == width:
-                out[os.fsdecode(bytes(path))] = JournalRow(*values, np.frombuffer(blob, dtype="<f2"))
+                try:
+                    feats = LocalFeatures.from_bytes(local)
+                except (TypeError, ValueError):  # a damaged row is only lost work: the file is described again
+                    continue
+                out[os.fsdecode(bytes(path))] = JournalRow(*values, np.frombuffer(blob, dtype="<f2"), feats)
         return out
 
     def add(self, path: str, size: int, mtime_ns: int, checked_ns: int, blake2b: str, width: int, height: int,
-            format: str, descriptor: NDArray[np.floating]) -> None:
-        """Journal one described file; commits every ``commit_every`` rows or once a second.
+            format: str, descriptor: NDArray[np.floating], local: LocalFeatures | None = None) -> None:
+        """Journal one described file (and its local features); commits every ``commit_every`` rows or once a
+        second.
 
         Raises
         ------
@@ -154,8 +164,9 @@ class Journal:
         try:
             if self._pending == 0:
                 self.db.execute("BEGIN")
-            self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (os.fsencode(path), size, mtime_ns, checked_ns, blake2b, width, height, format, blob))
+            self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (os.fsencode(path), size, mtime_ns, checked_ns, blake2b, width, height, format, blob,
+                             local.to_bytes() if local is not None else None))
         except sqlite3.Error as e:
             raise HashdupError(f"cannot write the journal {self.path}: {e}") from e
         self._pending += 1

@@ -48,6 +48,7 @@ from hashdup.errors import IndexFileError, NoIndexError
 from hashdup.io.atomic import atomic_open, file_digest, fsync_dir, remove_stale_temps, temp_path
 from hashdup.io.catalogue import Catalogue
 from hashdup.io.codefile import CodeFile
+from hashdup.io.featurefile import FeatureFile
 from hashdup.io.lock import LOCK, writer_lock
 
 __all__ = ["LOCK", "writer_lock", "Generation", "read_manifest", "new_generation", "commit", "StoredIndex",
@@ -58,10 +59,12 @@ MANIFEST = "index.json"
 MAX_MANIFEST_BYTES = 16 << 20
 FORMAT = "hashdup-index"
 VERSION = 1
-KINDS = {"codes": "hdc", "catalogue": "sqlite", "descriptors": "npy", "encoder": "npz", "buckets": "hdb"}
+KINDS = {"codes": "hdc", "catalogue": "sqlite", "descriptors": "npy", "encoder": "npz", "buckets": "hdb",
+         "features": "hdf"}
 #: Files that carry their own checksum in their header (the manifest records only their size).
-SELF_CHECKED = ("codes", "buckets")
-_GEN_FILE = re.compile(r"^(codes|catalogue|descriptors|encoder|buckets)-(\d{6})\.(hdc|sqlite|npy|npz|hdb)$")
+SELF_CHECKED = ("codes", "buckets", "features")
+_GEN_FILE = re.compile(r"^(codes|catalogue|descriptors|encoder|buckets|features)-(\d{6})\."
+                       r"(hdc|sqlite|npy|npz|hdb|hdf)$")
 #: Times a reader re-reads the manifest when a file it names vanished under it (a commit in between).
 OPEN_ATTEMPTS = 5
 _KILL_COUNTS: dict[str, int] = {}
@@ -71,8 +74,8 @@ def kill_point(stage: str) -> None:
     """Test hook of the crash tests: with ``HASHDUP_TEST_KILL_AT=stage:n`` in the environment, the process kills
     itself with SIGKILL the ``n``-th time it reaches ``stage`` (no cleanup of any kind runs). Does nothing otherwise.
 
-    Stages: ``journal`` (after a journal commit), ``written`` (after each generation file, in the order codes,
-    buckets, catalogue, descriptors, encoder), ``manifest-synced`` (the new manifest flushed, not yet renamed),
+    Stages: ``journal`` (after a journal commit), ``written`` (after each generation file, in the order features,
+    codes, buckets, catalogue, descriptors, encoder), ``manifest-synced`` (the new manifest flushed, not yet renamed),
     ``manifest-renamed`` (renamed, folder not yet flushed, old files all there), ``deleting`` (after each deleted
     old file), ``journal-removed``.
     """
@@ -259,6 +262,9 @@ class StoredIndex:
         files = self.manifest.get("files", {})
         for kind in KINDS:
             entry = files.get(kind)
+            if kind == "features" and entry is None and isinstance(files.get("codes"), dict):
+                raise IndexFileError(str(self.folder / MANIFEST), "the index has no local features (written by an "
+                                     "older hashdup): run `hashdup index` again to add them")
             if not isinstance(entry, dict) or "name" not in entry:
                 raise IndexFileError(str(self.folder / MANIFEST), f"manifest names no {kind} file")
             p = self.path(kind)
@@ -311,6 +317,15 @@ class StoredIndex:
         if X.shape != expected:
             raise IndexFileError(str(p), f"descriptors have shape {X.shape}, expected {expected}")
         return X
+
+    @cached_property
+    def features(self) -> FeatureFile:
+        """The stored local features (:mod:`hashdup.io.featurefile`), memory-mapped; checked on first access."""
+        ff = FeatureFile.open(self.path("features"), verify=self._verify)
+        if ff.n_rows != self.codes.n_rows:
+            raise IndexFileError(str(ff.path), f"feature file has {ff.n_rows} images, code file has "
+                                               f"{self.codes.n_rows} rows")
+        return ff
 
     def close(self) -> None:
         if hasattr(self, "catalogue"):

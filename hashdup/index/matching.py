@@ -1,0 +1,46 @@
+"""Matching two images' packed binary local descriptors (ORB) by Hamming distance.
+
+:func:`match_binary` gives what ``skimage.feature.match_descriptors(..., metric="hamming", cross_check=True,
+max_ratio=r)`` gives on the unpacked bits (the same matches, in the same order; ``tests/test_verify.py`` checks it),
+in a compiled loop over the packed words: about a hundred times faster on 224 × 224 descriptors.
+
+References
+----------
+D. G. Lowe, "Distinctive image features from scale-invariant keypoints", IJCV 60(2), 91–110, 2004 (the ratio test).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+def match_binary(a: NDArray[np.uint8], b: NDArray[np.uint8], *, cross_check: bool = True, max_ratio: float = 1.0
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Nearest-neighbour matches between two sets of packed binary descriptors.
+
+    Parameters
+    ----------
+    a, b : ndarray of uint8, shape (na, nbytes) and (nb, nbytes)
+        Packed descriptors; ``nbytes`` a multiple of 8 (32 for ORB's 256 bits).
+    cross_check : bool, default True
+        Keep a match ``(i, j)`` only when ``i`` is also ``j``'s nearest in ``a``.
+    max_ratio : float, default 1.0 (off)
+        Keep a match only when its distance is below ``max_ratio`` times the distance of ``a[i]``'s second nearest
+        in ``b`` (Lowe's ratio test). Ties go to the first index, as in ``numpy.argmin``.
+
+    Returns
+    -------
+    ia, ib : ndarray of int64, shape (m,)
+        Matched rows of ``a`` and ``b``, ``ia`` increasing.
+    """
+    a = np.ascontiguousarray(a, dtype=np.uint8)
+    b = np.ascontiguousarray(b, dtype=np.uint8)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] % 8:
+        raise ValueError(f"descriptors must be 2-D with the same whole number of 64-bit words, got {a.shape} and "
+                         f"{b.shape}")
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    from hashdup.index._match_kernels import _match
+
+    return _match(a.view(np.uint64), b.view(np.uint64), bool(cross_check), float(max_ratio))

@@ -1,0 +1,285 @@
+"""The feature file: every indexed image's local features (keypoints, packed ORB descriptors, thumbnail), stored
+once at index time so that verifying a pair of images never decodes them again.
+
+The header's frame (magic, version, size, checksum) is :mod:`hashdup.io.header`'s; this module holds the feature
+file's own fields, its sections and their checks.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hashdup.errors import IndexFileError
+from hashdup.io.header import HeaderFormat, map_array
+
+#: Keypoint coordinates are stored as unsigned 16-bit fixed point with this many steps per pixel.
+COORD_SCALE = 64
+#: Bytes of one packed ORB descriptor (256 bits).
+DESCRIPTOR_BYTES = 32
+_RECORD = struct.Struct("<4sHHHHH")  # tag, frame h, frame w, thumb h, thumb w, keypoints
+_TAG = b"LF01"
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    """The local features of one image.
+
+    Attributes
+    ----------
+    frame_shape : (int, int)
+        (height, width) of the frame the keypoints were found in, in pixels.
+    keypoints : ndarray of uint16, shape (k, 2)
+        (x, y) of each keypoint in the frame, in 1/:data:`COORD_SCALE` pixel.
+    descriptors : ndarray of uint8, shape (k, 32)
+        The keypoints' 256-bit ORB descriptors, packed.
+    thumb : ndarray of uint8, shape (th, tw)
+        The frame's greyscale, contrast-stretched (1st to 99th percentile to 0..255), shrunk to at most
+        :attr:`hashdup.descriptors.local.LocalExtractor.thumb_pixels` pixels.
+    """
+
+    frame_shape: tuple[int, int]
+    keypoints: NDArray[np.uint16]
+    descriptors: NDArray[np.uint8]
+    thumb: NDArray[np.uint8]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this record takes in a feature file (keypoints, descriptors and thumbnail)."""
+        return self.keypoints.nbytes + self.descriptors.nbytes + self.thumb.nbytes
+
+    def points(self) -> NDArray[np.float32]:
+        """Keypoint coordinates (x, y) in frame pixels, float32, shape (k, 2)."""
+        return self.keypoints.astype(np.float32) / np.float32(COORD_SCALE)
+
+    def to_bytes(self) -> bytes:
+        """A compact, self-checking serialisation (little-endian) for the indexing journal; see :meth:`from_bytes`."""
+        th, tw = self.thumb.shape
+        head = _RECORD.pack(_TAG, *self.frame_shape, th, tw, len(self.keypoints))
+        return b"".join([head, np.ascontiguousarray(self.keypoints, dtype="<u2").tobytes(),
+                         np.ascontiguousarray(self.descriptors).tobytes(), np.ascontiguousarray(self.thumb).tobytes()])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LocalFeatures:
+        """The record :meth:`to_bytes` wrote.
+
+        Raises
+        ------
+        ValueError
+            When ``data`` is not such a record or its length does not match its sizes.
+        """
+        if len(data) < _RECORD.size:
+            raise ValueError(f"local-feature record of {len(data)} bytes is shorter than its header")
+        tag, fh, fw, th, tw, k = _RECORD.unpack_from(data)
+        expected = _RECORD.size + k * (4 + DESCRIPTOR_BYTES) + th * tw
+        if tag != _TAG or len(data) != expected:
+            raise ValueError(f"not a local-feature record (tag {tag!r}, {len(data)} bytes, expected {expected})")
+        o = _RECORD.size
+        kp = np.frombuffer(data, dtype="<u2", count=2 * k, offset=o).reshape(k, 2).astype(np.uint16)
+        o += 4 * k
+        desc = np.frombuffer(data, dtype=np.uint8, count=k * DESCRIPTOR_BYTES, offset=o).reshape(k, DESCRIPTOR_BYTES)
+        o += k * DESCRIPTOR_BYTES
+        thumb = np.frombuffer(data, dtype=np.uint8, count=th * tw, offset=o).reshape(th, tw)
+        return cls((fh, fw), kp, desc.copy(), thumb.copy())
+
+
+MAGIC = b"HDUPFEAT"
+VERSION = 1
+# own fields after magic, version, header size: n_rows, n_keypoints, thumb_bytes, frame, max_keypoints,
+# thumb_pixels, flags
+_HEADER = HeaderFormat(MAGIC, VERSION, "QQQIIII", kind="feature file", format_name="feature file format")
+HEADER_SIZE = _HEADER.size  # 68
+
+
+def _pad8(n: int) -> int:
+    return -n % 8
+
+
+def _layout(n_rows: int, n_keypoints: int, thumb_bytes: int) -> list[tuple[str, str, int, tuple[int, ...]]]:
+    """``(name, dtype, offset, shape)`` of each section of a feature file, in file order, each 8-byte aligned."""
+    sections = [("shapes", "<u2", (n_rows, 4)), ("kp_offsets", "<u8", (n_rows + 1,)),
+                ("thumb_offsets", "<u8", (n_rows + 1,)), ("keypoints", "<u2", (n_keypoints, 2)),
+                ("descriptors", "u1", (n_keypoints, DESCRIPTOR_BYTES)), ("thumbs", "u1", (thumb_bytes,))]
+    out, offset = [], HEADER_SIZE
+    for name, dtype, shape in sections:
+        out.append((name, dtype, offset, shape))
+        size = int(np.dtype(dtype).itemsize * np.prod(shape, dtype=np.int64))
+        offset += size + _pad8(size)
+    out.append(("end", "u1", offset, (0,)))
+    return out
+
+
+class FeatureFile:
+    """A read-only, memory-mapped file of local features, one record per indexed image.
+
+    Layout (all integers little-endian)::
+
+        offset  size  field
+             0     8  magic           b"HDUPFEAT"
+             8     2  version         uint16, currently 1
+            10     2  header_size     uint16, 68; the first section starts here
+            12     8  n_rows          uint64, images (row i is catalogue id i)
+            20     8  n_keypoints     uint64, keypoints of all images
+            28     8  thumb_bytes     uint64, thumbnail bytes of all images
+            36     4  frame           uint32, longest side of the frames the keypoints are in, in pixels
+            40     4  max_keypoints   uint32, most keypoints of one image
+            44     4  thumb_pixels    uint32, most thumbnail pixels of one image
+            48     4  flags           uint32, 0 (reserved)
+            52    16  checksum        blake2b-128 of (bytes 0..51 || blake2b-128 of the body)
+            68     …  body            the sections below, in order, each padded with zeros to a multiple of 8 bytes
+
+        section        dtype   shape               content
+        shapes         <u2     (n_rows, 4)         frame height, frame width, thumbnail height, thumbnail width
+        kp_offsets     <u8     (n_rows + 1,)       image i's keypoints are rows kp_offsets[i]:kp_offsets[i+1]
+        thumb_offsets  <u8     (n_rows + 1,)       image i's thumbnail is thumbs[thumb_offsets[i]:...[i+1]]
+        keypoints      <u2     (n_keypoints, 2)    (x, y) in the frame, in 1/64 pixel
+        descriptors    u1      (n_keypoints, 32)   256-bit ORB descriptors, packed
+        thumbs         u1      (thumb_bytes,)      thumbnails, row-major, one after another
+
+    :meth:`open` checks magic, version and sizes against the file length, then (unless ``verify=False``) the
+    checksum, before any memory map is made, and then that the offsets and shapes agree with each other.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    n_rows, n_keypoints, thumb_bytes, frame, max_keypoints, thumb_pixels : int
+    file_size : int
+        Bytes of the whole file.
+    """
+
+    def __init__(self, path: Path, fields: tuple[int, ...], arrays: dict[str, NDArray], file_size: int) -> None:
+        self.path = path
+        (self.n_rows, self.n_keypoints, self.thumb_bytes, self.frame, self.max_keypoints,
+         self.thumb_pixels) = fields
+        self.file_size = file_size
+        self._a = arrays
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __repr__(self) -> str:
+        return f"FeatureFile({str(self.path)!r}, n_rows={self.n_rows}, frame={self.frame})"
+
+    @property
+    def bytes_per_image(self) -> float:
+        """Bytes of the file per image (0 for an empty file)."""
+        return self.file_size / self.n_rows if self.n_rows else 0.0
+
+    def __getitem__(self, i: int) -> LocalFeatures:
+        """Image ``i``'s features, as read-only views of the memory map."""
+        if not 0 <= i < self.n_rows:
+            raise IndexError(f"image {i} out of range 0..{self.n_rows - 1}")
+        a = self._a
+        fh, fw, th, tw = (int(v) for v in a["shapes"][i])
+        k0, k1 = int(a["kp_offsets"][i]), int(a["kp_offsets"][i + 1])
+        t0 = int(a["thumb_offsets"][i])
+        return LocalFeatures((fh, fw), a["keypoints"][k0:k1], a["descriptors"][k0:k1],
+                             a["thumbs"][t0 : t0 + th * tw].reshape(th, tw))
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, verify: bool = True) -> FeatureFile:
+        """Open and validate a feature file.
+
+        Raises
+        ------
+        IndexFileError
+            When the file is missing, too short, or has a wrong magic, version, header size, flags, size, checksum,
+            or offsets and shapes that disagree; size and checksum are checked before any memory map is made.
+        """
+        path = Path(path)
+        with _HEADER.open(path) as f:
+            return _open_checked(f, path, verify)
+
+    @staticmethod
+    def write(path: str | os.PathLike[str], records: Sequence[LocalFeatures], *, frame: int, max_keypoints: int,
+              thumb_pixels: int) -> None:
+        """Write ``records`` (row i for catalogue id i) to ``path`` atomically.
+
+        Raises
+        ------
+        ValueError
+            When a record does not fit the file's settings (frame, keypoints, thumbnail size).
+        """
+        n = len(records)
+        shapes = np.zeros((n, 4), dtype="<u2")
+        kp_offsets = np.zeros(n + 1, dtype="<u8")
+        thumb_offsets = np.zeros(n + 1, dtype="<u8")
+        for i, r in enumerate(records):
+            th, tw = r.thumb.shape
+            k = len(r.keypoints)
+            if max(r.frame_shape) != frame or k > max_keypoints or th * tw > thumb_pixels or r.descriptors.shape != (
+                    k, DESCRIPTOR_BYTES):
+                raise ValueError(f"record {i} (frame {r.frame_shape}, {k} keypoints, thumbnail {th}×{tw}) does not "
+                                 f"fit frame {frame}, {max_keypoints} keypoints, {thumb_pixels} thumbnail pixels")
+            shapes[i] = (*r.frame_shape, th, tw)
+            kp_offsets[i + 1] = kp_offsets[i] + k
+            thumb_offsets[i + 1] = thumb_offsets[i] + th * tw
+        n_kp, n_thumb = int(kp_offsets[-1]), int(thumb_offsets[-1])
+        with _HEADER.create(path) as out:
+            def section(arr: NDArray) -> None:
+                out.write_array(arr)
+                out.write(b"\0" * _pad8(arr.nbytes))
+
+            section(shapes)
+            section(kp_offsets)
+            section(thumb_offsets)
+            for name, dtype in (("keypoints", "<u2"), ("descriptors", "u1"), ("thumbs", "u1")):
+                size = 0
+                for r in records:
+                    arr = {"keypoints": r.keypoints, "descriptors": r.descriptors, "thumbs": r.thumb}[name]
+                    data = np.ascontiguousarray(arr, dtype=dtype).tobytes()
+                    out.write(data)
+                    size += len(data)
+                out.write(b"\0" * _pad8(size))
+            out.write_header(n, n_kp, n_thumb, frame, max_keypoints, thumb_pixels, 0)
+
+
+def _open_checked(f: BinaryIO, path: Path, verify: bool) -> FeatureFile:
+    header = _HEADER.read(f, path)
+    n_rows, n_kp, n_thumb, frame, max_kp, thumb_pixels, flags = header.values
+    if flags != 0:
+        raise IndexFileError(str(path), f"unknown flags {flags:#x} (expected 0)")
+    if not 32 <= frame <= 1023:
+        raise IndexFileError(str(path), f"frame {frame} outside 32..1023 pixels")
+    if n_kp > n_rows * max_kp or n_thumb > n_rows * thumb_pixels:
+        raise IndexFileError(str(path), f"{n_kp} keypoints and {n_thumb} thumbnail bytes do not fit {n_rows} images "
+                                        f"of at most {max_kp} keypoints and {thumb_pixels} pixels")
+    layout = _layout(n_rows, n_kp, n_thumb)
+    expected = layout[-1][2]
+    if header.file_size != expected:
+        raise IndexFileError(str(path), f"file is {header.file_size} bytes, header says {n_rows} images, {n_kp} "
+                                        f"keypoints and {n_thumb} thumbnail bytes ({expected} bytes)")
+    if verify:
+        _HEADER.verify_body(f, path, header, expected - HEADER_SIZE)
+    arrays = {name: map_array(f, dtype, offset, shape) for name, dtype, offset, shape in layout[:-1]}
+    _check_sections(path, arrays, n_rows, n_kp, n_thumb, frame, max_kp, thumb_pixels)
+    return FeatureFile(path, (n_rows, n_kp, n_thumb, frame, max_kp, thumb_pixels), arrays, header.file_size)
+
+
+def _check_sections(path: Path, a: dict[str, NDArray], n_rows: int, n_kp: int, n_thumb: int, frame: int,
+                    max_kp: int, thumb_pixels: int) -> None:
+    """Offsets start at 0, never decrease, end at the totals; each image's sizes fit the header's limits."""
+    shapes = np.asarray(a["shapes"], dtype=np.int64)
+    for name, total in (("kp_offsets", n_kp), ("thumb_offsets", n_thumb)):
+        off = np.asarray(a[name], dtype=np.uint64)
+        if off[0] != 0 or off[-1] != total or (n_rows and bool((off[1:] < off[:-1]).any())):
+            raise IndexFileError(str(path), f"{name} are not increasing from 0 to {total}")
+    if not n_rows:
+        return
+    counts = np.diff(np.asarray(a["kp_offsets"], dtype=np.int64))
+    areas = shapes[:, 2] * shapes[:, 3]
+    bad = np.flatnonzero((counts > max_kp) | (np.maximum(shapes[:, 0], shapes[:, 1]) != frame)
+                         | (areas != np.diff(np.asarray(a["thumb_offsets"], dtype=np.int64)))
+                         | (areas > thumb_pixels) | (areas == 0))
+    if len(bad):
+        i = int(bad[0])
+        raise IndexFileError(str(path), f"image {i} has {int(counts[i])} keypoints, frame {tuple(shapes[i, :2])} and "
+                                        f"thumbnail {tuple(shapes[i, 2:])}, which the header's limits or offsets "
+                                        f"do not allow")

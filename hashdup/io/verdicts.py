@@ -1,0 +1,131 @@
+"""Stored verdicts of the pixel verification: a dedup run's decisions, kept so that the next ``dedup``, ``dedup
+--action … --yes`` or ``report`` does not verify the same pairs again.
+
+A verdict depends only on the two images' local features, which depend only on the files' content and the
+local-feature settings, and on the verifier's settings. So verdicts are keyed by the content hashes (blake2b-128,
+as in the catalogue) of the two files, in the order they were compared, and by which way round the second was
+compared; the file as a whole is keyed by a fingerprint of every setting (local features and verifier). They stay
+valid across index generations: an incremental index run changes the hash of every changed file, so only pairs that
+touch new or changed files are verified again, and verdicts of files that left the index are dropped when the file
+is next written.
+
+The file ``verdicts.hdv`` sits in the index folder beside the generations. Its header's frame (magic, version,
+size, checksum) is :mod:`hashdup.io.header`'s; a file that is missing, corrupt, or written under other settings is
+an empty store (the verdicts are only a cache), and it is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hashdup.errors import IndexFileError
+from hashdup.io.header import HeaderFormat
+
+FILENAME = "verdicts.hdv"
+MAGIC = b"HDUPVERD"
+VERSION = 1
+# own fields after magic, version, header size: n_rows, settings fingerprint
+_HEADER = HeaderFormat(MAGIC, VERSION, "Q16s", kind="verdict file", format_name="verdict file format")
+#: One stored verdict, 48 bytes: the two files' content hashes, the way asked (0 either, 1 plain, 2 mirrored), then
+#: the verdict.
+ROW = np.dtype([("a", "S16"), ("b", "S16"), ("way", "u1"), ("same", "u1"), ("mirrored", "u1"), ("reason", "u1"),
+                ("inliers", "<u4"), ("ncc", "<f4"), ("overlap", "<f4")])
+#: The reasons a verdict can give, by their stored code.
+REASONS = ("", "unreadable", "no transform", "too few keypoints", "too few matches", "too few inliers",
+           "implausible transform", "too little overlap", "pixels differ", "mirrored, not the whole frame")
+
+Key = tuple[bytes, bytes, int]
+Value = tuple[bool, bool, str, int, float, float]  # same, mirrored, reason, inliers, ncc, overlap
+
+
+def fingerprint(settings: dict[str, Any]) -> bytes:
+    """16 bytes that change whenever one of ``settings`` (JSON-able) does."""
+    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16).digest()
+
+
+def way_code(mirrored: bool | None) -> int:
+    """The stored code of the way a pair was asked to be compared."""
+    return 0 if mirrored is None else 1 + int(bool(mirrored))
+
+
+class VerdictStore:
+    """The verdicts of one index folder under one set of settings.
+
+    Parameters
+    ----------
+    folder : path-like
+        The index folder.
+    settings : dict
+        Every setting verdicts depend on (JSON-able).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], settings: dict[str, Any]) -> None:
+        self.path = Path(folder) / FILENAME
+        self.fingerprint = fingerprint(settings)
+        self._known: dict[Key, Value] = self._read()
+        self.loaded = len(self._known)
+        self.added = 0
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def _read(self) -> dict[Key, Value]:
+        try:
+            with _HEADER.open(self.path) as f:
+                header = _HEADER.read(f, self.path)
+                n_rows, fp = header.values
+                if fp != self.fingerprint or header.file_size != _HEADER.size + n_rows * ROW.itemsize:
+                    return {}
+                _HEADER.verify_body(f, self.path, header, n_rows * ROW.itemsize)
+                f.seek(_HEADER.size)
+                rows = np.frombuffer(f.read(n_rows * ROW.itemsize), dtype=ROW)
+        except IndexFileError:
+            return {}  # missing, corrupt or of another version: verify again
+        out: dict[Key, Value] = {}
+        for r in rows.tolist():
+            a, b, way, same, mirrored, reason, inliers, r_ncc, overlap = r
+            if reason < len(REASONS):
+                out[(a, b, way)] = (bool(same), bool(mirrored), REASONS[reason], inliers, r_ncc, overlap)
+        return out
+
+    def get(self, a: bytes, b: bytes, way: int) -> Value | None:
+        """The stored verdict of files with hashes ``a`` and ``b`` compared that way, if any."""
+        return self._known.get((a, b, way))
+
+    def put(self, a: bytes, b: bytes, way: int, value: Value) -> None:
+        """Remember a new verdict (written by :meth:`save`)."""
+        if (a, b, way) not in self._known:
+            self.added += 1
+        self._known[(a, b, way)] = value
+
+    def save(self, hashes: Iterable[bytes]) -> bool:
+        """Write the verdicts between files whose hashes are in ``hashes`` (the index's files) atomically, if any
+        verdict was added. Returns whether the file was written; an index folder this process may not write to
+        (read-only file system, no permission) is not an error: the verdicts are only a cache."""
+        if not self.added:
+            return False
+        present = set(hashes)
+        keys = sorted(k for k in self._known if k[0] in present and k[1] in present)
+        rows = np.zeros(len(keys), dtype=ROW)
+        for n, key in enumerate(keys):
+            same, mirrored, reason, inliers, r_ncc, overlap = self._known[key]
+            rows[n] = (*key, same, mirrored, REASONS.index(reason) if reason in REASONS else 0, inliers, r_ncc,
+                       overlap)
+        try:
+            with _HEADER.create(self.path) as out:
+                out.write(rows.tobytes())
+                out.write_header(len(rows), self.fingerprint)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return False
+            raise
+        self.added = 0
+        return True
