@@ -180,7 +180,12 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
 def _split(ids: list[int], recs: dict[int, Member], key: Callable[[Member], Any], judge: Any, *, complete: bool,
            edges: tuple[NDArray[np.int64], NDArray[np.int64]]) -> list[list[int]]:
     """Cut a connected component into star groups (each member linked to the keeper) or complete groups (each
-    member linked to every other), keeper first, greedily; what is left is split again."""
+    member linked to every other), keeper first, greedily; what is left is split again.
+
+    In a star group a copy of the keeper's whole frame (identical, within the descriptor's accept distance, or
+    verified as the whole picture resized or mirrored) stands in for the keeper: a member linked to such a *twin*
+    joins too. A mirrored keeper and a cropped copy of the same original cannot be verified against each other
+    (the stored ORB descriptors are not mirror-symmetric), but each is verified against the original."""
     from hashdup.index import connected_groups
 
     parts: list[list[int]] = []
@@ -192,10 +197,16 @@ def _split(ids: list[int], recs: dict[int, Member], key: Callable[[Member], Any]
         keeper = min((recs[m] for m in comp), key=key).id
         rest = sorted((m for m in comp if m != keeper), key=lambda m: judge.distance(keeper, m))
         judge.prefetch((keeper, m) for m in rest)  # every one is asked below (the first test of each member)
-        group = [keeper]
+        group, twins = [keeper], [keeper]
         for m in rest:
-            if judge.same(keeper, m) and (not complete or all(judge.same(g, m) for g in group[1:])):
+            if complete:
+                joins = judge.same(keeper, m) and all(judge.same(g, m) for g in group[1:])
+            else:
+                joins = any(judge.same(t, m) for t in twins)
+            if joins:
                 group.append(m)
+                if not complete and judge.whole_frame(keeper, m):
+                    twins.append(m)
         if len(group) > 1:
             parts.append(group)
         left = [m for m in comp if m not in set(group)]

@@ -11,8 +11,7 @@ coarse one.
 
 Stage 2 (decision). The stored descriptors' distance (the smaller of plain and mirrored) at or below ``accept`` — a
 fraction :data:`ACCEPT` of the median distance between random pairs of the index's own images — makes a duplicate;
-other candidates closer than ``gate`` (a fraction :data:`GATE` of the same median: farther pairs are never copies,
-measured on bench/neardup.py) are compared by :class:`hashdup.verify.Verifier` on the local features stored at
+other candidates are compared by :class:`hashdup.verify.Verifier` on the local features stored at
 index time (ORB matches, a RANSAC similarity transform, then agreement of the aligned thumbnails), closest first,
 skipping pairs already joined through earlier links, so the features are compared about once per duplicate and a
 few times per other image. Verdicts are kept in the index folder (:mod:`hashdup.io.verdicts`) for the next run. A last pass compares once the groups
@@ -30,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup import bits
+from hashdup.index.matching import pair_distances
 
 from hashdup.io.verdicts import VerdictStore, way_code
 from hashdup.verify import Verdict, Verifier
@@ -50,8 +50,6 @@ PART_BITS = 64
 #: Descriptor-distance thresholds as fractions of the median distance between random pairs of indexed images.
 ACCEPT = 0.12
 REJECT = 1.0
-#: Candidates farther than this fraction of the median distance are not verified (see bench/RESULTS.md).
-GATE = 1.0
 _BLOCK = 65536
 
 
@@ -103,16 +101,20 @@ class PairJudge:
             raise ValueError(f"radius must be ≥ 0, got {radius}")
         self.radius = int(radius)
         self.codes = index.stored.codes.codes
-        self.X = index.stored.descriptors
+        self.X = np.asarray(index.stored.descriptors, dtype=np.float32)  # in memory: 4 bytes a feature and image
+        self._pair_d: dict[tuple[int, int], tuple[float, float]] = {}  # (plain, mirrored) of pairs seen
         self.perm = index.descriptor.mirror_permutation() if self.mirror else None
+        self.Xm = np.ascontiguousarray(self.X[:, self.perm]) if self.perm is not None else None
+        self._view_rows: dict[int, tuple[NDArray[np.float32], NDArray[np.float32] | None]] = {}
         self.mirror_codes = self._mirror_codes() if self.mirror else None
         si, sj = index.stored.catalogue.identical_pairs()
         self.identical = {(min(a, b), max(a, b)) for a, b in zip(si, sj, strict=True)}
         self._decided: dict[tuple[int, int], str | None] = {}
-        self.accept, self.reject, self.gate = self._calibrate() if verify else (0.0, 0.0, 0.0)
+        self.accept, self.reject = self._calibrate() if verify else (0.0, 0.0)
         self._verifier: Verifier | None = None
         self._verdicts: VerdictStore | None = None
         self._hashes: list[bytes] | None = None
+        self._whole: set[tuple[int, int]] = set()  # verified pairs accepted as the whole frame
         self.verified = 0  # pairs whose features were compared by this judge (not taken from stored verdicts)
         self._shortlisted: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]] = []
 
@@ -230,13 +232,10 @@ class PairJudge:
         d = self._distances(ci, cj)
         cheap = np.array([(a, b) in self.identical for a, b in zip(ci.tolist(), cj.tolist(), strict=True)],
                          dtype=bool) | (d <= self.accept)
-        gated = ~cheap & (d > self.gate)  # never copies: decided without their features
-        for a, b in zip(ci[gated].tolist(), cj[gated].tolist(), strict=True):
-            self._decided[(a, b)] = None
         # pairs only within the radius: each image's few closest, and not hopelessly far
         loose = np.flatnonzero(~cheap & ~near & (d <= self.reject))
         loose = loose[_nearest_per_node(ci[loose], cj[loose], d[loose], self.n, self.nearest)]
-        band = np.union1d(np.flatnonzero(~cheap & ~gated & near), loose)
+        band = np.union1d(np.flatnonzero(~cheap & near), loose)
         parent = np.arange(self.n)
 
         def find(x: int) -> int:
@@ -321,48 +320,64 @@ class PairJudge:
             self.how(i, j)
 
     # --- stage 2 -------------------------------------------------------------------------------------------------
-    def _calibrate(self, n_pairs: int = 20000, seed: int = 0) -> tuple[float, float, float]:
-        """``(accept, reject, gate)`` distances: :data:`ACCEPT`, :data:`REJECT` and :data:`GATE` times the median
-        distance between random pairs of indexed images."""
+    def _calibrate(self, n_pairs: int = 20000, seed: int = 0) -> tuple[float, float]:
+        """``(accept, reject)`` distances: :data:`ACCEPT` and :data:`REJECT` times the median distance between
+        random pairs of indexed images."""
         if self.n < 2:
-            return 0.0, 0.0, 0.0
+            return 0.0, 0.0
         rng = np.random.default_rng(seed)
         i = rng.integers(0, self.n, n_pairs)
         j = rng.integers(0, self.n, n_pairs)
         ok = i != j
         d = self._distances(i[ok], j[ok])
         med = float(np.median(d)) if d.size else 0.0
-        return ACCEPT * med, REJECT * med, GATE * med
+        return ACCEPT * med, REJECT * med
 
     def _distances(self, i: NDArray[np.int64], j: NDArray[np.int64], view: Callable | None = None
                    ) -> NDArray[np.float64]:
         """Descriptor distances of pairs (of a ``view`` of the descriptors, if given), the smaller of plain and
-        mirrored when mirroring."""
+        mirrored when mirroring; pairs of whole descriptors are remembered for :meth:`distance` and
+        :meth:`_mirrored`."""
         out = np.empty(len(i))
         for a in range(0, len(i), 4096):
-            xi = np.asarray(self.X[i[a : a + 4096]], dtype=np.float64)
-            xj = np.asarray(self.X[j[a : a + 4096]], dtype=np.float64)
-            xm = xj[:, self.perm] if self.perm is not None else None
-            if view is not None:
-                xi, xj = view(xi), view(xj)
-                xm = view(xm) if xm is not None else None
-            d = np.linalg.norm(xi - xj, axis=1)
-            if xm is not None:
-                d = np.minimum(d, np.linalg.norm(xi - xm, axis=1))
-            out[a : a + 4096] = d
+            ii, jj = i[a : a + 4096], j[a : a + 4096]
+            plain, mirrored = self._plain_mirrored(ii, jj, view)
+            out[a : a + 4096] = plain if mirrored is None else np.minimum(plain, mirrored)
+            if view is None:
+                pm = plain if mirrored is None else mirrored
+                self._pair_d.update(zip(zip(ii.tolist(), jj.tolist(), strict=True),
+                                        zip(plain.tolist(), pm.tolist(), strict=True), strict=True))
         return out
+
+    def _plain_mirrored(self, i: NDArray[np.int64], j: NDArray[np.int64], view: Callable | None
+                        ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        if view is None:
+            V, Vm = self.X, self.Xm
+        else:  # the view of every image, computed once
+            if id(view) not in self._view_rows:
+                self._view_rows[id(view)] = (np.asarray(view(self.X), dtype=np.float32),
+                                             None if self.Xm is None else np.asarray(view(self.Xm), dtype=np.float32))
+            V, Vm = self._view_rows[id(view)]
+        plain = pair_distances(V, V, i, j)
+        return plain, (None if Vm is None else pair_distances(V, Vm, i, j))
+
+    def _pair(self, i: int, j: int) -> tuple[float, float]:
+        """(plain, mirrored) descriptor distance of ``i < j`` (mirrored = plain without mirroring)."""
+        key = (min(i, j), max(i, j))
+        if key not in self._pair_d:
+            self._distances(np.array([key[0]]), np.array([key[1]]))
+        return self._pair_d[key]
 
     def distance(self, i: int, j: int) -> float:
         """Descriptor distance of two images (the smaller of plain and mirrored, when mirroring)."""
-        return float(self._distances(np.array([i]), np.array([j]))[0])
+        return min(self._pair(i, j))
 
     def _mirrored(self, i: int, j: int) -> bool | None:
         """Which way round to compare two images' pixels: mirrored (True), plain (False), or both (None) when the
         plain and mirrored descriptor distances are within 10 % of each other (near-symmetric pictures)."""
         if self.perm is None:
             return False
-        xi, xj = (np.asarray(self.X[k], dtype=np.float64) for k in (i, j))
-        plain, mirrored = np.linalg.norm(xi - xj), np.linalg.norm(xi - xj[self.perm])
+        plain, mirrored = self._pair(i, j)
         if abs(plain - mirrored) <= 0.1 * max(plain, mirrored):
             return None
         return bool(mirrored < plain)
@@ -392,16 +407,19 @@ class PairJudge:
     def same(self, i: int, j: int) -> bool:
         return self.how(i, j) is not None
 
+    def whole_frame(self, i: int, j: int) -> bool:
+        """Whether two duplicates are copies of one whole frame: identical, within the accept distance, or verified
+        without local features (the whole picture resized, recoloured, recompressed or mirrored)."""
+        how = self.how(i, j)
+        return how in ("identical", "metric") or (how == "geometric" and (min(i, j), max(i, j)) in self._whole)
+
     def _decide(self, i: int, j: int) -> str | None:
         if (i, j) in self.identical:
             return "identical"
         if not self.verify:
             return "code" if self.code_distance(i, j) <= self.radius else None
-        d = self.distance(i, j)
-        if d <= self.accept:
+        if self.distance(i, j) <= self.accept:
             return "metric"
-        if d > self.gate:
-            return None
         return _geometric(self.verdict(i, j))
 
     def verdict(self, i: int, j: int) -> Verdict:
@@ -416,10 +434,13 @@ class PairJudge:
         known = self._verdicts.get(*key)
         if known is not None:
             same, way, reason, inliers, r_ncc, overlap = known
-            return Verdict(same, inliers, r_ncc, overlap, way, reason)
-        v = self.verifier.verify(i, j, mirrored)
-        self.verified += 1
-        self._verdicts.put(*key, (v.same, v.mirrored, v.reason, v.inliers, v.ncc, v.overlap))
+            v = Verdict(same, inliers, r_ncc, overlap, way, reason)
+        else:
+            v = self.verifier.verify(i, j, mirrored)
+            self.verified += 1
+            self._verdicts.put(*key, (v.same, v.mirrored, v.reason, v.inliers, v.ncc, v.overlap))
+        if v.same and v.inliers == 0:  # accepted by the whole-frame comparison
+            self._whole.add((i, j))
         return v
 
     def verification_settings(self) -> dict[str, Any]:

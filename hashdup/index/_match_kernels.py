@@ -73,3 +73,18 @@ def _match(a, b, cross_check, max_ratio):  # pragma: no cover - compiled
         out_j[n] = j
         n += 1
     return out_i[:n], out_j[:n]
+
+
+@njit(cache=True, nogil=True)
+def _pair_distances(A, B, i, j):  # pragma: no cover - compiled
+    """``||A[i[p]] - B[j[p]]||`` for every pair ``p`` (float32 rows, float64 sums)."""
+    n, d = i.shape[0], A.shape[1]
+    out = np.empty(n, dtype=np.float64)
+    for p in range(n):
+        a, b = A[i[p]], B[j[p]]
+        t = 0.0
+        for f in range(d):
+            x = np.float64(a[f]) - np.float64(b[f])
+            t += x * x
+        out[p] = np.sqrt(t)
+    return out

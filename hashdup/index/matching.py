@@ -44,3 +44,30 @@ def match_binary(a: NDArray[np.uint8], b: NDArray[np.uint8], *, cross_check: boo
     from hashdup.index._match_kernels import _match
 
     return _match(a.view(np.uint64), b.view(np.uint64), bool(cross_check), float(max_ratio))
+
+
+def pair_distances(A: NDArray[np.float32], B: NDArray[np.float32], i: NDArray[np.int64], j: NDArray[np.int64]
+                   ) -> NDArray[np.float64]:
+    """Euclidean distances ``||A[i[p]] - B[j[p]]||`` of pairs of rows, in a compiled loop without temporaries.
+
+    Parameters
+    ----------
+    A, B : ndarray of float32, shape (n, d) and (m, d)
+    i, j : ndarray of int, shape (p,)
+        Rows of ``A`` and ``B``.
+
+    Returns
+    -------
+    ndarray of float64, shape (p,)
+    """
+    from hashdup.index._match_kernels import _pair_distances
+
+    A = np.ascontiguousarray(A, dtype=np.float32)
+    B = np.ascontiguousarray(B, dtype=np.float32)
+    i = np.ascontiguousarray(i, dtype=np.int64)
+    j = np.ascontiguousarray(j, dtype=np.int64)
+    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[1] or i.shape != j.shape:
+        raise ValueError(f"rows of {A.shape} and {B.shape} arrays, pairs {i.shape} and {j.shape}: shapes differ")
+    if len(i) and (i.min() < 0 or j.min() < 0 or i.max() >= len(A) or j.max() >= len(B)):
+        raise IndexError("pair indices out of range")
+    return _pair_distances(A, B, i, j)

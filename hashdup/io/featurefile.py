@@ -258,7 +258,9 @@ def _open_checked(f: BinaryIO, path: Path, verify: bool) -> FeatureFile:
                                         f"keypoints and {n_thumb} thumbnail bytes ({expected} bytes)")
     if verify:
         _HEADER.verify_body(f, path, header, expected - HEADER_SIZE)
-    arrays = {name: map_array(f, dtype, offset, shape) for name, dtype, offset, shape in layout[:-1]}
+    arrays = {name: np.asarray(map_array(f, dtype, offset, shape)) for name, dtype, offset, shape in layout[:-1]}
+    for name in ("shapes", "kp_offsets", "thumb_offsets"):  # small: read once, indexed without the map's overhead
+        arrays[name] = np.array(arrays[name])
     _check_sections(path, arrays, n_rows, n_kp, n_thumb, frame, max_kp, thumb_pixels)
     return FeatureFile(path, (n_rows, n_kp, n_thumb, frame, max_kp, thumb_pixels), arrays, header.file_size)
 
