@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup import bits
-from hashdup.index.matching import pair_distances
+from hashdup.index._match_kernels import _pair_distances
 
 from hashdup.io.verdicts import VerdictStore, way_code
 from hashdup.verify import Verdict, Verifier
@@ -358,8 +358,9 @@ class PairJudge:
                 self._view_rows[id(view)] = (np.asarray(view(self.X), dtype=np.float32),
                                              None if self.Xm is None else np.asarray(view(self.Xm), dtype=np.float32))
             V, Vm = self._view_rows[id(view)]
-        plain = pair_distances(V, V, i, j)
-        return plain, (None if Vm is None else pair_distances(V, Vm, i, j))
+        i, j = np.ascontiguousarray(i, dtype=np.int64), np.ascontiguousarray(j, dtype=np.int64)
+        plain = _pair_distances(V, V, i, j)  # ids from this index: valid, so unchecked
+        return plain, (None if Vm is None else _pair_distances(V, Vm, i, j))
 
     def _pair(self, i: int, j: int) -> tuple[float, float]:
         """(plain, mirrored) descriptor distance of ``i < j`` (mirrored = plain without mirroring)."""

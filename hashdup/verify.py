@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
+from hashdup.descriptors.local import opencv
 from hashdup.index.matching import match_binary
 from hashdup.io.featurefile import LocalFeatures
 
@@ -82,8 +84,7 @@ def band_pass(thumb: NDArray[np.uint8], frame: int) -> NDArray[np.float32]:
     ``frame``-pixel frame) with local contrast normalisation, so that what is compared is structure, not the smooth
     light gradients that make neighbouring tiles of one sky or one lawn correlate, and a caption's hard edges weigh
     no more than any other local detail."""
-    import cv2
-
+    cv2 = opencv()
     s = max(thumb.shape) / frame
     g = thumb.astype(np.float32) / np.float32(255)
     band = cv2.GaussianBlur(g, (0, 0), max(1.5 * s, 0.5)) - cv2.GaussianBlur(g, (0, 0), 8.0 * s)
@@ -219,25 +220,85 @@ class Verifier:
                      band_b: NDArray[np.float32], model: NDArray[np.float64], n_in: int, mirrored: bool) -> Verdict:
         """Warp ``b``'s band-passed thumbnail by ``model`` (frame of ``b`` to frame of ``a``) onto ``a``'s and
         compare them over their overlap."""
-        import cv2
-
+        cv2 = opencv()
         (tha, twa), (thb, twb) = band_a.shape, band_b.shape
         M = _rescale(twa / a.frame_shape[1], tha / a.frame_shape[0]) @ model @ _rescale(b.frame_shape[1] / twb,
                                                                                        b.frame_shape[0] / thb)
         warped = cv2.warpAffine(np.ascontiguousarray(band_b), M[:2], (twa, tha), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
-        valid = np.isfinite(warped)
-        scale2 = abs(float(np.linalg.det(M[:2, :2])))
-        overlap = float(valid.sum()) / max(min(float(tha * twa), thb * twb * scale2), 1.0)
+        block = max(4, round(16 * max(tha, twa) / self.frame))
+        n_valid, r, blocks = _photometric_scores(band_a, warped, block, BLOCK_AGREE)
+        scale2 = abs(M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0])
+        overlap = n_valid / max(min(float(tha * twa), thb * twb * scale2), 1.0)
         if overlap < self.min_overlap:
             return Verdict(False, n_in, 0.0, min(overlap, 1.0), mirrored, "too little overlap")
-        r = ncc(band_a[valid], warped[valid])
-        same = r >= self.min_ncc
-        if not same:  # a caption or watermark lowers the correlation of the whole: look block by block
-            block = max(4, round(16 * max(tha, twa) / self.frame))
-            same = block_agreement(band_a, np.where(valid, warped, 0).astype(np.float32), valid,
-                                   block) >= self.min_blocks
+        # a caption or watermark lowers the correlation of the whole: then the blocks decide
+        same = r >= self.min_ncc or blocks >= self.min_blocks
         return Verdict(bool(same), n_in, r, min(overlap, 1.0), mirrored, "" if same else "pixels differ")
+
+
+#: Correlation a block of the overlap must reach on its own to count as agreeing (see :func:`block_agreement`).
+BLOCK_AGREE = 0.7
+
+
+@njit(cache=True, nogil=True)
+def _photometric_scores(a, b, block, agree):  # pragma: no cover - compiled
+    """One pass over two float32 images, ``b`` NaN outside the overlap: the number of valid pixels, their
+    correlation (as :func:`ncc` on ``a[valid]``, ``b[valid]``) and the fraction of agreeing textured blocks (as
+    :func:`block_agreement`), in float64 sums."""
+    h, w = a.shape
+    n = 0
+    sa = sb = saa = sbb = sab = 0.0
+    for y in range(h):
+        for x in range(w):
+            vb = b[y, x]
+            if vb == vb:  # not NaN
+                va = np.float64(a[y, x])
+                vb = np.float64(vb)
+                n += 1
+                sa += va
+                sb += vb
+                saa += va * va
+                sbb += vb * vb
+                sab += va * vb
+    r = 0.0
+    if n > 0:
+        da, db = saa - sa * sa / n, sbb - sb * sb / n
+        if da > 0 and db > 0:
+            den = np.sqrt(da * db)
+            if den > 1e-9:
+                r = (sab - sa * sb / n) / den
+    m = block * block
+    textured = 0
+    agreeing = 0
+    for by in range(h // block):
+        for bx in range(w // block):
+            ok = True
+            ba = bb = baa = bbb = bab = 0.0
+            for y in range(by * block, (by + 1) * block):
+                for x in range(bx * block, (bx + 1) * block):
+                    vb = b[y, x]
+                    if vb != vb:
+                        ok = False
+                        break
+                    va = np.float64(a[y, x])
+                    vb = np.float64(vb)
+                    ba += va
+                    bb += vb
+                    baa += va * va
+                    bbb += vb * vb
+                    bab += va * vb
+                if not ok:
+                    break
+            if not ok:
+                continue
+            va_ = max(baa - ba * ba / m, 0.0)
+            vb_ = max(bbb - bb * bb / m, 0.0)
+            if np.sqrt(va_) > 0.1 * block and np.sqrt(vb_) > 0.1 * block:  # flat blocks say nothing
+                textured += 1
+                if (bab - ba * bb / m) / np.sqrt(va_ * vb_) >= agree:
+                    agreeing += 1
+    return n, r, (agreeing / textured if textured >= 8 else 0.0)
 
 
 #: RANSAC settings of :func:`ransac_similarity` (part of :meth:`Verifier.settings`).
@@ -251,8 +312,7 @@ def ransac_similarity(src: NDArray[np.float32], dst: NDArray[np.float32]) -> tup
     OpenCV's ``estimateAffinePartial2D`` (4 degrees of freedom: scale, rotation, translation) with RANSAC, seeded
     the same way on every call, then refined on the inliers (Levenberg–Marquardt).
     """
-    import cv2
-
+    cv2 = opencv()
     M, inliers = cv2.estimateAffinePartial2D(
         np.ascontiguousarray(src, dtype=np.float32), np.ascontiguousarray(dst, dtype=np.float32), method=cv2.RANSAC,
         ransacReprojThreshold=RANSAC["threshold"], maxIters=RANSAC["max_iters"], confidence=RANSAC["confidence"],

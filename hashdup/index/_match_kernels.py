@@ -26,33 +26,37 @@ def _popcount(typingctx, x):
 
 @njit(cache=True, nogil=True)
 def _match(a, b, cross_check, max_ratio):  # pragma: no cover - compiled
-    """Matches ``(i, j)`` of rows of ``a`` (na, w) and ``b`` (nb, w) uint64 words; see ``match_binary``."""
+    """Matches ``(i, j)`` of rows of ``a`` (na, w) and ``b`` (nb, w) uint64 words; see ``match_binary``.
+
+    One pass over the distances keeps, for each row of ``a``, its smallest distance (first index on ties), its
+    second smallest (ties included) and, for each row of ``b``, its nearest row of ``a`` (first on ties)."""
     na, nb, w = a.shape[0], b.shape[0], a.shape[1]
-    D = np.empty((na, nb), dtype=np.int32)
+    big = 1 << 30
     best_j = np.zeros(na, dtype=np.int64)
+    first = np.full(na, big, dtype=np.int64)
+    second = np.full(na, big, dtype=np.int64)
     best_i = np.zeros(nb, dtype=np.int64)
-    col_min = np.full(nb, 1 << 30, dtype=np.int64)
-    bt = np.empty((w, nb), dtype=np.uint64)  # word-major: the distance loop below reads contiguous words
-    for j in range(nb):
-        for k in range(w):
-            bt[k, j] = b[j, k]
-    row = np.empty(nb, dtype=np.int64)
+    col_min = np.full(nb, big, dtype=np.int64)
     for i in range(na):
-        row[:] = 0
-        for k in range(w):  # vectorised over j
-            x = a[i, k]
-            for j in range(nb):
-                row[j] += _popcount(x ^ bt[k, j])
-        row_min = 1 << 30
+        m1, m2, mj = big, big, 0
         for j in range(nb):
-            d = row[j]
-            D[i, j] = d
-            if d < row_min:  # strict: the first minimum, as numpy.argmin
-                row_min = d
-                best_j[i] = j
+            if w == 4:
+                d = (_popcount(a[i, 0] ^ b[j, 0]) + _popcount(a[i, 1] ^ b[j, 1])
+                     + _popcount(a[i, 2] ^ b[j, 2]) + _popcount(a[i, 3] ^ b[j, 3]))
+            else:
+                d = 0
+                for k in range(w):
+                    d += _popcount(a[i, k] ^ b[j, k])
+            if d < m1:  # strict: the first minimum, as numpy.argmin
+                m2 = m1
+                m1 = d
+                mj = j
+            elif d < m2:
+                m2 = d
             if d < col_min[j]:
                 col_min[j] = d
                 best_i[j] = i
+        best_j[i], first[i], second[i] = mj, m1, m2
     out_i = np.empty(na, dtype=np.int64)
     out_j = np.empty(na, dtype=np.int64)
     n = 0
@@ -60,15 +64,11 @@ def _match(a, b, cross_check, max_ratio):  # pragma: no cover - compiled
         j = best_j[i]
         if cross_check and best_i[j] != i:
             continue
-        if max_ratio < 1.0:
-            second = 1 << 30
-            for jj in range(nb):
-                if jj != j and D[i, jj] < second:
-                    second = D[i, jj]
-            if second < (1 << 30):  # with a single candidate there is no second best: the test passes
-                ratio = D[i, j] / (second if second > 0 else np.finfo(np.float64).eps)
-                if not ratio < max_ratio:
-                    continue
+        if max_ratio < 1.0 and second[i] < big:  # with a single candidate there is no second best: it passes
+            s = second[i]
+            ratio = first[i] / (s if s > 0 else np.finfo(np.float64).eps)
+            if not ratio < max_ratio:
+                continue
         out_i[n] = i
         out_j[n] = j
         n += 1
