@@ -65,7 +65,7 @@ class LocalExtractor:
 
     Parameters
     ----------
-    frame : int, default 256
+    frame : int, default 192
         Longest side, in pixels, of the frames :meth:`describe` takes (the reader resizes to it, enlarging small
         images, so that every pair is compared at the same scale).
     n_keypoints : int, default 224
@@ -83,7 +83,7 @@ class LocalExtractor:
     descriptor 32 bytes each, plus the thumbnail).
     """
 
-    def __init__(self, *, frame: int = 256, n_keypoints: int = 224, thumb_pixels: int = 8192,
+    def __init__(self, *, frame: int = 192, n_keypoints: int = 224, thumb_pixels: int = 8192,
                  fast_threshold: int = 20, patch_size: int = 31) -> None:
         self.frame = int(frame)
         self.n_keypoints = int(n_keypoints)
