@@ -116,9 +116,23 @@ def _tree_rss(root: int) -> int:
 
 def run_index(photos: Path, index: Path, extra: list[str]) -> dict:
     """``hashdup index`` as a child: seconds, summary line, peak RSS of the largest process and of the tree."""
-    cmd = [sys.executable, "-m", "hashdup", "index", str(photos), "--index", str(index), *extra]
+    out = run_hashdup(["index", str(photos), "--index", str(index), *extra])
+    line = [ln for ln in out.pop("stderr").splitlines() if ln.startswith("hashdup: indexed")][-1]
+    out.pop("stdout")
+    return {"seconds": out.pop("seconds"), "summary": line, **out}
+
+
+def run_hashdup(args: list[str]) -> dict:
+    """``hashdup ARGS`` as a child: seconds, CPU seconds (the child and the workers it reaped), peak RSS of the
+    largest process and of the whole tree, stdout and stderr."""
+    cmd = [sys.executable, "-m", "hashdup", *args]
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    captured: dict[str, str] = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: captured.__setitem__(k, f.read()), daemon=True)
+               for k, f in (("stdout", p.stdout), ("stderr", p.stderr))]
+    for r in readers:
+        r.start()
     peak_tree = 0
     done = threading.Event()
 
@@ -134,13 +148,15 @@ def run_index(photos: Path, index: Path, extra: list[str]) -> dict:
     seconds = time.perf_counter() - t0
     done.set()
     sampler.join()
+    for r in readers:
+        r.join()
     p.returncode = os.waitstatus_to_exitcode(status)
-    err = p.stderr.read()
     if p.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{err}")
-    line = [ln for ln in err.splitlines() if ln.startswith("hashdup: indexed")][-1]
-    return {"seconds": round(seconds, 2), "summary": line, "peak_rss_largest_process_mib": round(usage.ru_maxrss / 1024, 1),
-            "peak_rss_process_tree_mib": round(peak_tree / 2**20, 1)}
+        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{captured.get('stderr', '')}")
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_largest_process_mib": round(usage.ru_maxrss / 1024, 1),
+            "peak_rss_process_tree_mib": round(peak_tree / 2**20, 1), "stdout": captured.get("stdout", ""),
+            "stderr": captured.get("stderr", "")}
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ that keep meeting on each other's shortlists (:meth:`PairJudge._merge_groups`). 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 

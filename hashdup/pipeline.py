@@ -29,6 +29,7 @@ from hashdup.io import images
 from hashdup.io.catalogue import FileRecord, write_catalogue
 from hashdup.io.codefile import CodeFile
 from hashdup.io.featurefile import FeatureFile
+from hashdup.io.verdicts import FILENAME as VERDICTS
 from hashdup.io.journal import Journal
 from hashdup.io.store import (Generation, StoredIndex, commit, kill_point, new_generation, write_descriptors,
                               writer_lock)
@@ -406,6 +407,9 @@ def info(index: Index) -> dict[str, Any]:
     m = index.stored.manifest
     cat = index.stored.catalogue
     sizes = {kind: entry["bytes"] for kind, entry in m["files"].items()}
+    verdicts = index.stored.folder / VERDICTS
+    if verdicts.is_file():  # stored verdicts of dedup runs (a cache beside the generations)
+        sizes["verdicts"] = verdicts.stat().st_size
     manifest_bytes = (index.stored.folder / "index.json").stat().st_size
     return {
         "index": display_path(os.path.abspath(index.stored.folder)),
@@ -417,6 +421,8 @@ def info(index: Index) -> dict[str, Any]:
         "errors": cat.count("error"),
         "exact_duplicates": m["counts"]["exact_duplicates"],
         "descriptor": {k: m["descriptor"][k] for k in ("name", "params", "n_features", "dtype")},
+        "local_features": {"params": m["descriptor"].get("local"),
+                           "bytes_per_image": round(sizes.get("features", 0) / max(len(index), 1), 1)},
         "encoder": {k: m["encoder"][k] for k in ("name", "n_bits", "params", "training") if k in m["encoder"]},
         "bytes_on_disk": {**sizes, "manifest": manifest_bytes, "total": sum(sizes.values()) + manifest_bytes},
         "skipped": [{"path": display_path(cat.abspath(r)), "error": r.error} for r in cat.errors()],

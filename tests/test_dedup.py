@@ -158,25 +158,6 @@ def test_members_say_how_they_matched_and_their_code_distance(planted, default_g
     assert [g.number for g in default_groups] == list(range(1, len(default_groups) + 1))
 
 
-@pytest.mark.parametrize("linkage", ["star", "single"])
-def test_groups_do_not_depend_on_the_number_of_workers(planted, default_groups, linkage, monkeypatch):
-    from hashdup import verify_pool
-
-    index, *_ = planted
-    serial = default_groups if linkage == "star" else find_groups(index, linkage=linkage)
-    windows = []
-    real = verify_pool.verify_pairs
-
-    def counting(verifier, pairs, pool=None, **kw):  # the pixels really are compared in the pool
-        windows.append(pool.workers if pool is not None else 1)
-        return real(verifier, pairs, pool, **kw)
-
-    monkeypatch.setattr(verify_pool, "verify_pairs", counting)
-    parallel = find_groups(index, linkage=linkage, workers=2)
-    assert [g.to_json() for g in parallel] == [g.to_json() for g in serial]
-    assert windows and set(windows) == {2}
-
-
 def test_keeper_is_the_member_with_most_pixels(planted, default_groups):
     _, families, _, _ = planted
     for g in default_groups:

@@ -3,6 +3,8 @@ descriptors that let mirrored copies be matched without describing them again.
 
 The photos come from the shared data (/work/shared/data, skipped when absent); every edit is made here with PIL and
 written to a temporary folder, and each fixture checks that the edit is what it says before the verifier sees it.
+Each file's local features are computed as ``hashdup index`` computes them (:func:`features`), and the verifier
+compares those, as ``hashdup dedup`` does.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from hashdup.descriptors import ColorHistogram, Gist, GistColor
-from hashdup.io import images, thumbnails
+from hashdup.descriptors.local import LocalExtractor
+from hashdup.errors import ImageError
+from hashdup.io import images
+from hashdup.io.featurefile import LocalFeatures
 from hashdup.verify import Verdict, Verifier
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -27,6 +32,23 @@ pytestmark = pytest.mark.skipif(not SKIMAGE.is_dir() or not HOLIDAYS.is_dir(),
                                 reason=f"shared data not found at {SHARED}")
 
 ORIENTATION = 0x0112  # the EXIF tag
+
+
+EXTRACTOR = LocalExtractor()
+
+
+def features(path: str) -> LocalFeatures:
+    """A file's local features, as the indexing run computes them (one decoding, the greyscale frame)."""
+    content = images.read_file(path)
+    if content is None:
+        raise ImageError(path, "not an image")
+    return EXTRACTOR.describe(images.decode(content.data, 32, name=path, frame=EXTRACTOR.frame).gray)
+
+
+def verify(a: str, b: str, mirrored: bool | None = None, **params) -> Verdict:
+    """The verdict on two image files, from their local features."""
+    fa, fb = features(a), features(b)
+    return Verifier([fa, fb].__getitem__, EXTRACTOR.frame, **params).verify(0, 1, mirrored)
 
 
 # --- photos and edits (also used by tests/test_dedup.py) --------------------------------------------------------------
@@ -126,10 +148,10 @@ def tile(name: str, row: int, col: int, path: Path, w: int = 400, h: int = 300) 
 def test_edited_copy_is_the_same_picture(originals, tmp_path, name, edit):
     im, original = originals[name]
     copy = EDITS[edit](im, tmp_path / f"{edit}.png")
-    v = Verifier().verify(original, copy)
+    v = verify(original, copy)
     assert v.same, v
     assert not v.mirrored and v.overlap >= 0.5
-    w = Verifier().verify(copy, original)  # the order of the pair does not matter
+    w = verify(copy, original)  # the order of the pair does not matter
     assert w.same, w
 
 
@@ -143,7 +165,7 @@ def test_exif_fixture_is_upright_only_through_its_tag(originals, tmp_path):
     shown = np.asarray(ImageOps.exif_transpose(raw).convert("RGB"), dtype=float)
     assert shown.shape == np.asarray(im).shape and np.abs(shown - np.asarray(im, dtype=float)).mean() < 4
     untagged = save(raw.convert("RGB"), tmp_path / "untagged.png")  # same pixels, no Orientation
-    v = Verifier().verify(original, untagged)
+    v = verify(original, untagged)
     assert not v.same, v
 
 
@@ -152,22 +174,21 @@ def test_mirrored_copy_is_the_same_picture_when_mirroring(originals, tmp_path, n
     im, original = originals[name]
     mirrored = save(ImageOps.mirror(im), tmp_path / "mirror.png")
     for way in (True, None):
-        v = Verifier().verify(original, mirrored, mirrored=way)
+        v = verify(original, mirrored, mirrored=way)
         assert v.same and v.mirrored, (way, v)
     # mirroring is a left-right flip, not any symmetry: a copy flipped upside down is another picture
     flipped = save(ImageOps.flip(im), tmp_path / "flip.png")
-    assert not Verifier().verify(original, flipped).same
+    assert not verify(original, flipped).same
 
 
 @pytest.mark.parametrize("name", PHOTOS)
 def test_mirrored_copy_is_another_picture_without_mirroring(originals, tmp_path, name):
     im, original = originals[name]
     mirrored = save(ImageOps.mirror(im), tmp_path / "mirror.png")
-    off = Verifier(mirror=False)
     for way in (None, False, True):  # asking for the mirrored comparison cannot override mirror=False
-        v = off.verify(original, mirrored, mirrored=way)
+        v = verify(original, mirrored, mirrored=way, mirror=False)
         assert not v.same and not v.mirrored, (way, v)
-    v = Verifier().verify(original, mirrored, mirrored=False)  # mirroring on, but this pair compared plain
+    v = verify(original, mirrored, mirrored=False)  # mirroring on, but this pair compared plain
     assert not v.same, v
 
 
@@ -176,9 +197,10 @@ def test_different_photos_are_not_the_same(tmp_path):
     names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "horse.png", "camera.png",
              "motorcycle_left.png"]
     paths = [save(photo(n), tmp_path / f"{Path(n).stem}.png") for n in names]
-    verifier = Verifier()
+    feats = [features(p) for p in paths]
+    verifier = Verifier(feats.__getitem__, EXTRACTOR.frame)
     same = [(names[a], names[b], v) for a in range(len(paths)) for b in range(a + 1, len(paths))
-            for v in [verifier.verify(paths[a], paths[b])] if v.same]
+            for v in [verifier.verify(a, b)] if v.same]
     assert same == []
 
 
@@ -197,7 +219,7 @@ def test_tiles_of_one_photo_are_not_the_same(tmp_path, photo_name, first, second
     g = [np.asarray(Image.open(p).convert("L"), dtype=float) for p in (a, b)]
     assert all(x.shape == (300, 400) for x in g)
     assert all(x.std() > 2 for x in g), "a tile without any detail tests nothing"
-    v = Verifier().verify(a, b)
+    v = verify(a, b)
     assert not v.same, (what, v)
 
 
@@ -210,7 +232,7 @@ def test_stereo_pair_is_not_the_same_picture(tmp_path, side):
     else:
         left = save(photo("motorcycle_left.png", side), tmp_path / "left.png")
         right = save(photo("motorcycle_right.png", side), tmp_path / "right.png")
-    v = Verifier().verify(left, right)
+    v = verify(left, right)
     assert not v.same, v
 
 
@@ -228,14 +250,15 @@ def _bad_files(tmp: Path, good: str) -> dict[str, str]:
     return out
 
 
-def test_unreadable_file_gives_a_verdict_not_an_exception(originals, tmp_path):
+def test_unreadable_files_have_no_features_and_are_reported(originals, tmp_path):
+    """A file that cannot be read never reaches the verifier: extracting its features fails with the reason (the
+    index records it as skipped), for every kind of bad file."""
     im, _ = originals["coffee.png"]
     good = save(im, tmp_path / "good.jpg", quality=90)
+    assert len(features(good).keypoints) > 0
     for what, bad in _bad_files(tmp_path, good).items():
-        for pair in ((good, bad), (bad, good), (bad, bad)):
-            for way in (None, True, False):
-                v = Verifier().verify(*pair, mirrored=way)
-                assert v == Verdict(same=False, reason="unreadable"), (what, pair, way, v)
+        with pytest.raises((ImageError, OSError)):
+            features(bad)
 
 
 def test_flat_and_degenerate_images_do_not_crash(originals, tmp_path):
@@ -248,30 +271,30 @@ def test_flat_and_degenerate_images_do_not_crash(originals, tmp_path):
         "strip": save(im.resize((2000, 3)), tmp_path / "strip.png"),
         "column": save(im.resize((1, 500)), tmp_path / "column.png"),
     }
-    v = Verifier()
     for a in [original, *flat.values()]:
         for b in flat.values():
-            verdict = v.verify(a, b)
+            verdict = verify(a, b)
             assert isinstance(verdict, Verdict) and isinstance(verdict.same, bool)
             assert np.isfinite([verdict.ncc, verdict.overlap]).all()
         if a == original:
             continue
         # a blank image says nothing about the photo
-        assert not v.verify(original, a).same and not v.verify(a, original).same
+        assert not verify(original, a).same and not verify(a, original).same
 
 
-def test_load_gray_is_upright_luma_in_0_1_with_the_aspect_kept(originals, tmp_path):
+def test_gray_frame_is_upright_luma_with_the_aspect_kept(originals, tmp_path):
     im, original = originals["coffee.png"]  # 400 × 267
-    g = thumbnails.load_gray(original, 256)
-    assert g.dtype == np.float32 and g.shape == (171, 256)
-    assert 0.0 <= g.min() and g.max() <= 1.0
-    expected = np.asarray(im.resize((256, 171), Image.Resampling.LANCZOS).convert("L"), dtype=np.float32) / 255
-    assert np.abs(g - expected).mean() < 0.01
+    frame = EXTRACTOR.frame
+    g = images.decode(Path(original).read_bytes(), 32, frame=frame).gray
+    h = round(267 * frame / 400)
+    assert g.dtype == np.uint8 and g.shape == (h, frame)
+    expected = np.asarray(im.resize((frame, h), Image.Resampling.LANCZOS).convert("L"), dtype=float)
+    assert np.abs(g - expected).mean() < 3
     rotated = exif_rotated(im, tmp_path / "rot.jpg")
-    r = thumbnails.load_gray(rotated, 256)
-    assert r.shape == g.shape and np.abs(r - g).mean() < 0.03  # the EXIF orientation applied
-    small = thumbnails.load_gray(save(im.resize((100, 67)), tmp_path / "small.png"), 256)
-    assert max(small.shape) == 256  # enlarged too, so that every pair is compared alike
+    r = images.decode(Path(rotated).read_bytes(), 32, frame=frame).gray
+    assert r.shape == g.shape and np.abs(r.astype(float) - g).mean() < 8  # the EXIF orientation applied
+    small = images.decode(Path(save(im.resize((100, 67)), tmp_path / "small.png")).read_bytes(), 32, frame=frame).gray
+    assert max(small.shape) == frame  # enlarged too, so that every pair is compared alike
 
 
 # --- mirror permutations of the descriptors ------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import math
 import os
 import stat
 import warnings
@@ -212,7 +211,7 @@ def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = M
         :func:`hashdup.io.edits.decode_edited`.
     frame : int, optional
         Also return the greyscale frame of longest side ``frame`` (:attr:`DecodedImage.gray`), from the same
-        decoding (JPEG DCT scaling then serves both sizes).
+        decoding (which is chosen for ``size`` alone, so that the descriptor's pixels do not depend on ``frame``).
 
     Returns
     -------
@@ -289,12 +288,8 @@ def _decode(data: bytes, size: int, name: str, max_pixels: int,
     fmt = img.format or "unknown"
     width, height = img.size
     if isinstance(img, JpegImagePlugin.JpegImageFile):  # JPEG and MPO: decode at 1/2, 1/4 or 1/8 through the DCT
-        draft = size if edit is None else 4 * size
-        box = (draft, draft)
-        if frame is not None:  # no coarser than the frame needs either (its longest side)
-            s = frame / max(width, height, 1)
-            box = (max(draft, math.ceil(width * s)), max(draft, math.ceil(height * s)))
-        img.draft(img.mode, box)
+        draft = size if edit is None else 4 * size  # the frame does not change it: a query decodes alike
+        img.draft(img.mode, (draft, draft))
     img.load()
     decoded_size = img.size
     # read after load: some plugins (TIFF) turn the pixels upright themselves while loading and drop the tag
@@ -306,7 +301,7 @@ def _decode(data: bytes, size: int, name: str, max_pixels: int,
         img = _apply_orientation(img, orientation)
     if edit is not None:
         img = edit(img).convert("RGB")
-    gray = None if frame is None else _gray_frame(img, frame)
+    gray = None if frame is None else _gray_frame(img, frame, (width, height) if edit is None else img.size)
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     pixels = np.asarray(img, dtype=np.uint8)
@@ -315,9 +310,10 @@ def _decode(data: bytes, size: int, name: str, max_pixels: int,
     return DecodedImage(pixels, int(width), int(height), fmt, (int(decoded_size[0]), int(decoded_size[1])), gray)
 
 
-def _gray_frame(img: Image.Image, frame: int) -> NDArray[np.uint8]:
-    """The upright RGB image in greyscale with its longest side resized to ``frame`` pixels (aspect kept)."""
-    w, h = img.size
+def _gray_frame(img: Image.Image, frame: int, size: tuple[int, int]) -> NDArray[np.uint8]:
+    """The upright RGB image in greyscale, resized to the aspect ratio of ``size`` (the picture's own, not that of
+    a reduced JPEG decoding, which rounds up) with its longest side ``frame`` pixels."""
+    w, h = size
     s = frame / max(w, h)
     target = (max(1, round(w * s)), max(1, round(h * s)))
     if max(target) != frame:  # pragma: no cover - defensive: rounding keeps the longest side

@@ -1,6 +1,7 @@
-"""Small upright pictures of image files: JPEG thumbnails for the HTML report, greyscale arrays for verification.
+"""Small upright pictures of image files: JPEG thumbnails for the HTML report (the only decoding ``hashdup report``
+does; verification compares the local features stored at index time).
 
-Both fit the image in a box with its aspect ratio kept (where :func:`hashdup.io.images.decode` squares it for a
+A thumbnail fits the image in a box with its aspect ratio kept (where :func:`hashdup.io.images.decode` squares it for a
 descriptor), after the checks decoding makes: the file is read by :func:`~hashdup.io.images.read_file`, decompression
 bombs are refused by the same rules, only the first frame is used, EXIF orientation is applied, any mode is converted
 to RGB (transparency on white), and large JPEGs are decoded at a reduced size through the DCT.
@@ -13,8 +14,6 @@ import os
 import warnings
 from collections.abc import Callable
 
-import numpy as np
-from numpy.typing import NDArray
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from hashdup.errors import ImageError
@@ -90,33 +89,3 @@ def _thumbnail_image(data: bytes, max_side: int, name: str, max_pixels: int) -> 
         img = _apply_orientation(img, orientation)
     img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return img
-
-
-# --- upright greyscale pixels, for geometric verification ---------------------------------------------------------------
-def load_gray(path: str | os.PathLike[str], max_side: int = 256, *, max_pixels: int = MAX_PIXELS) -> NDArray[np.float32]:
-    """An image file as upright greyscale (BT.601 luma) in 0..1, its aspect ratio kept, longest side ``max_side``.
-
-    Raises
-    ------
-    ImageError
-        When the file cannot be read (same reasons as :func:`hashdup.io.images.decode`).
-    """
-    name = os.fsdecode(path)
-    content = read_file(path)
-    data = content.data if content is not None else b""
-    if not data:
-        raise ImageError(name, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = _thumbnail_image(data, max_side, name, max_pixels)
-            if max(img.size) < max_side:  # small images are enlarged too, so that every pair is compared alike
-                s = max_side / max(img.size)
-                img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))),
-                                 Image.Resampling.BILINEAR)
-            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    except ImageError:
-        raise
-    except Exception as e:  # as in decode: no decoder error may stop a run
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageError(name, f"corrupt image ({msg})") from e

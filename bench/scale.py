@@ -1,0 +1,84 @@
+"""One end-to-end run at library scale: ``hashdup index`` then ``hashdup dedup`` on a generated folder.
+
+The folder holds ``--n`` distinct small JPEGs cut from the real photos of ../shared/data (random crops, longest
+side ``--size`` px, seeded; :func:`incremental.generate`), and one edited copy (a re-encode at quality 60) of every
+``--copy-every``-th of them, so that dedup has groups to find. Both commands run as child processes, as a user runs
+them (default options, every core); for each the script reports the wall time, the CPU time, the peak RSS of the
+largest process and of the whole process tree, and, from ``hashdup info``, the index's bytes per image (all files,
+and the local-feature file alone).
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/scale.py                  # 100,000 images of 256 px (about half an hour on 2 cores)
+    .venv/bin/python bench/scale.py --n 2000         # a quick look
+
+The generated folder is kept in bench/out/scale-N-SIZE/ and reused. Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from incremental import REPO, generate, run_hashdup  # noqa: E402
+
+
+def add_copies(folder: Path, names: list[str], every: int) -> int:
+    """Write a quality-60 re-encode of every ``every``-th image next to it; returns how many."""
+    from PIL import Image
+
+    n = 0
+    for name in names[::every]:
+        with Image.open(folder / name) as im:
+            im.convert("RGB").save(folder / name.replace(".jpg", "_q60.jpg"), quality=60)
+        n += 1
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--copy-every", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    args = ap.parse_args()
+    folder = args.out / f"scale-{args.n}-{args.size}"
+    photos, index = folder / "photos", folder / "index"
+    stamp = folder / "built-with.json"
+    want = {"n": args.n, "size": args.size, "seed": args.seed, "copy_every": args.copy_every}
+    names = [f"{i // 1000:03d}/{i:06d}.jpg" for i in range(args.n)]
+    if not (stamp.exists() and json.loads(stamp.read_text()) == want):
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"scale: generating {args.n} images of {args.size} px in {photos}", file=sys.stderr)
+        generate(photos, names, args.size, args.seed)
+        add_copies(photos, names, args.copy_every)
+        stamp.write_text(json.dumps(want))
+    shutil.rmtree(index, ignore_errors=True)
+    result: dict = {"images": args.n + len(names[:: args.copy_every]), "size": args.size}
+    for step, cmd in (("index", ["index", str(photos), "--index", str(index), "-q"]),
+                      ("dedup", ["dedup", "--index", str(index), "-q"]),
+                      ("dedup_again", ["dedup", "--index", str(index), "-q"])):
+        print(f"scale: hashdup {' '.join(cmd)}", file=sys.stderr)
+        out = run_hashdup(cmd)
+        if step != "index":
+            out["groups"] = len(json.loads(out["stdout"]))
+        out.pop("stdout")
+        out.pop("stderr")
+        result[step] = out
+        print(f"scale: {step}: {out}", file=sys.stderr)
+    info = json.loads(run_hashdup(["info", "--index", str(index)])["stdout"])
+    n = info["indexed"]
+    result["indexed"] = n
+    result["bytes_per_image"] = round(info["bytes_on_disk"]["total"] / n, 1)
+    result["feature_bytes_per_image"] = round(info["bytes_on_disk"]["features"] / n, 1)
+    result["seconds_total"] = round(result["index"]["seconds"] + result["dedup"]["seconds"], 1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

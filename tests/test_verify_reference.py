@@ -1,0 +1,103 @@
+"""The compiled verification (hashdup.verify, hashdup.index.matching) against the slow scikit-image reference
+(tests/reference_verify.py) on the same stored features: step by step, then verdict by verdict on a fixed set of
+pairs of real photos (edited copies, mirrored copies, different photos, neighbouring tiles of one photo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import ImageOps
+
+from hashdup.index.matching import match_binary
+from hashdup.verify import Verifier, _photometric_scores, block_agreement, ncc
+from .reference_verify import ReferenceVerifier, band_pass
+from .test_verify import EDITS, EXTRACTOR, PHOTOS, SKIMAGE, features, photo, save, tile
+
+needs_data = pytest.mark.skipif(not SKIMAGE.is_dir(), reason="shared data not found")
+
+
+def test_match_binary_is_skimage_match_descriptors():
+    from skimage.feature import match_descriptors
+
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        a = rng.integers(0, 256, (int(rng.integers(1, 224)), 32), dtype=np.uint8)
+        b = rng.integers(0, 256, (int(rng.integers(1, 224)), 32), dtype=np.uint8)
+        k = min(len(a), len(b)) // 2
+        b[:k] = a[:k] ^ (rng.random((k, 32)) < 0.05) * rng.integers(1, 256, (k, 32), dtype=np.uint8)
+        b[k : k + 3] = b[0]  # ties
+        for ratio, cross in ((0.85, True), (1.0, True), (0.7, False)):
+            ia, ib = match_binary(a, b, max_ratio=ratio, cross_check=cross)
+            m = match_descriptors(np.unpackbits(a, axis=1).astype(bool), np.unpackbits(b, axis=1).astype(bool),
+                                  cross_check=cross, max_ratio=ratio)
+            assert np.array_equal(m[:, 0], ia) and np.array_equal(m[:, 1], ib), (t, ratio, cross)
+    assert [len(x) for x in match_binary(a[:0], b)] == [0, 0]
+    with pytest.raises(ValueError, match="64-bit words"):
+        match_binary(a[:, :30], b[:, :30])
+
+
+def test_photometric_scores_are_ncc_and_block_agreement_over_the_overlap():
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        h, w = (int(x) for x in rng.integers(20, 90, 2))
+        a = rng.standard_normal((h, w)).astype(np.float32)
+        b = (a * rng.uniform(0, 1) + rng.standard_normal((h, w)) * rng.uniform(0.1, 2)).astype(np.float32)
+        valid = np.ones((h, w), bool)
+        valid[: rng.integers(0, h // 2), :] = False
+        valid[:, w - rng.integers(0, w // 3) :] = False
+        block = int(rng.integers(4, 9))
+        n, r, frac = _photometric_scores(a, np.where(valid, b, np.nan).astype(np.float32), block, 0.7)
+        assert n == valid.sum()
+        assert r == pytest.approx(ncc(a[valid], b[valid]), abs=1e-5)
+        assert frac == pytest.approx(block_agreement(a, np.where(valid, b, 0).astype(np.float32), valid, block),
+                                     abs=1e-12)
+
+
+@needs_data
+def test_band_pass_is_the_gaussian_difference_of_scipy():
+    from hashdup.verify import band_pass as fast
+
+    thumb = np.asarray(features(str(SKIMAGE / "coffee.png")).thumb)
+    ref, got = band_pass(thumb, EXTRACTOR.frame), fast(thumb, EXTRACTOR.frame)
+    inner = (slice(8, -8), slice(8, -8))  # borders differ by the filters' edge handling
+    assert np.abs(got[inner] - ref[inner]).max() < 0.05 * np.abs(ref[inner]).max()
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str, str, bool]]:
+    """(what, path_a, path_b, expected same) for a fixed set of real pairs."""
+    if not SKIMAGE.is_dir():
+        pytest.skip("shared data not found")
+    base = tmp_path_factory.mktemp("pairs")
+    out = []
+    for name in PHOTOS:
+        im = photo(name)
+        original = save(im, base / f"{Path(name).stem}.png")
+        for edit in sorted(EDITS):
+            out.append((f"{name} {edit}", original, EDITS[edit](im, base / f"{Path(name).stem}_{edit}.png"), True))
+        out.append((f"{name} mirrored", original, save(ImageOps.mirror(im), base / f"{Path(name).stem}_m.png"), True))
+    others = [save(photo(n), base / f"other_{Path(n).stem}.png") for n in ("chelsea.png", "horse.png", "camera.png")]
+    out += [(f"different {a} {b}", others[a], others[b], False) for a, b in ((0, 1), (0, 2), (1, 2))]
+    for n, (first, second) in enumerate([((8, 2), (8, 3)), ((7, 1), (8, 1)), ((5, 0), (9, 5))]):
+        out.append((f"tiles {first} {second}", tile("100000", *first, base / f"t{n}a.jpg"),
+                    tile("100000", *second, base / f"t{n}b.jpg"), False))
+    return out
+
+
+def test_compiled_and_reference_verdicts_agree(pairs):
+    reference = ReferenceVerifier(EXTRACTOR.frame)
+    disagreements, wrong = [], []
+    for what, a, b, expected in pairs:
+        fa, fb = features(a), features(b)
+        fast = Verifier([fa, fb].__getitem__, EXTRACTOR.frame).verify(0, 1)
+        slow = reference.compare(fa, fb)
+        if fast.same != slow.same:
+            disagreements.append((what, fast, slow))
+        if fast.same != expected:
+            wrong.append((what, fast))
+        if fast.same and slow.same and fast.inliers and slow.inliers:  # the same transform, found twice
+            assert abs(fast.inliers - slow.inliers) <= max(3, 0.25 * slow.inliers), (what, fast, slow)
+    assert disagreements == []
+    assert wrong == []
