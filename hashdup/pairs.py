@@ -254,7 +254,7 @@ class PairJudge:
                 if find(a) != find(b):
                     yield n, a, b
 
-        for n, a, b in self._verified(unjoined()):
+        for n, a, b in unjoined():
             if find(a) != find(b) and self.same(a, b):
                 parent[find(a)] = find(b)
                 linked.append(band[n])
@@ -297,16 +297,12 @@ class PairJudge:
                     yield None, x, y
 
         out_i, out_j = [], []
-        for _, x, y in self._verified(unjoined()):
+        for _, x, y in unjoined():
             if find(x) != find(y) and self.same(x, y):
                 parent[find(x)] = find(y)
                 out_i.append(min(x, y))
                 out_j.append(max(x, y))
         return np.array(out_i, dtype=np.int64), np.array(out_j, dtype=np.int64)
-
-    def _verified(self, pairs: Iterable[tuple[Any, int, int]]) -> Iterator[tuple[Any, int, int]]:
-        """``(tag, i, j)`` for each of ``pairs``, in order (a hook for deciding pairs ahead of :meth:`how`)."""
-        yield from pairs
 
     def close(self) -> None:
         """Store the verdicts this judge computed (:mod:`hashdup.io.verdicts`) for the next run."""

@@ -14,6 +14,7 @@ import scipy.fft
 
 from hashdup import extract as ex
 from hashdup.descriptors import Gist, make_descriptor
+from hashdup.descriptors.local import LocalExtractor
 from hashdup.descriptors.base import to_gray
 from hashdup.io import images
 
@@ -29,16 +30,18 @@ def sample_files() -> list[str]:
 
 def as_tuple(r: ex.Extracted) -> tuple:
     d = None if r.descriptor is None else (r.descriptor.dtype.str, r.descriptor.tobytes())
-    return (r.position, r.size, r.mtime_ns, r.blake2b, r.width, r.height, r.format, r.error, r.ignored, d)
+    local = None if r.local is None else r.local.to_bytes()
+    return (r.position, r.size, r.mtime_ns, r.blake2b, r.width, r.height, r.format, r.error, r.ignored, d, local)
 
 
 # --- the same results whatever runs the work --------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["gist", "gist+color"])
 def test_one_and_two_workers_give_the_same_bytes_in_order(name):
     paths = sample_files()
-    desc = make_descriptor(name)
-    serial = list(ex.extract(paths, desc, workers=1, chunk_size=32))
-    pooled = list(ex.extract(iter(paths), desc, workers=2, chunk_size=3))  # 8 chunks, uneven last one
+    desc, local = make_descriptor(name), LocalExtractor()
+    serial = list(ex.extract(paths, desc, workers=1, chunk_size=32, local=local))
+    pooled = list(ex.extract(iter(paths), desc, workers=2, chunk_size=3, local=local))  # 8 chunks, uneven last one
+    assert all((r.local is not None) == (r.descriptor is not None) for r in serial)  # features with every row
     assert [r.position for r in pooled] == list(range(len(paths)))
     assert [as_tuple(r) for r in pooled] == [as_tuple(r) for r in serial]
     described = [r for r in serial if r.descriptor is not None]
@@ -159,7 +162,7 @@ def test_dask_cluster_writes_the_same_index_as_a_local_run(tmp_path):
     finally:
         a.close()
         b.close()
-    for kind in ("codes-*.hdc", "descriptors-*.npy"):
+    for kind in ("codes-*.hdc", "descriptors-*.npy", "features-*.hdf"):
         (fa,), (fb,) = sorted((tmp_path / "local").glob(kind)), sorted((tmp_path / "dask").glob(kind))
         assert fa.read_bytes() == fb.read_bytes()
 

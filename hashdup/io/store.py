@@ -142,6 +142,9 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
                 value = value[part]
             if not isinstance(value, kind):
                 raise TypeError(f"{key} is {type(value).__name__}")
+        if "features" not in manifest["files"] and "codes" in manifest["files"]:
+            raise IndexFileError(str(path), "the index has no local features (written by an older hashdup): run "
+                                            "`hashdup index` again to add them")
         for kind in KINDS:
             if not isinstance(manifest["files"][kind]["name"], str) or not isinstance(manifest["files"][kind]["bytes"], int):
                 raise TypeError(f"files.{kind}")
@@ -262,9 +265,6 @@ class StoredIndex:
         files = self.manifest.get("files", {})
         for kind in KINDS:
             entry = files.get(kind)
-            if kind == "features" and entry is None and isinstance(files.get("codes"), dict):
-                raise IndexFileError(str(self.folder / MANIFEST), "the index has no local features (written by an "
-                                     "older hashdup): run `hashdup index` again to add them")
             if not isinstance(entry, dict) or "name" not in entry:
                 raise IndexFileError(str(self.folder / MANIFEST), f"manifest names no {kind} file")
             p = self.path(kind)

@@ -36,7 +36,7 @@ VERSION = 1
 _HEADER = HeaderFormat(MAGIC, VERSION, "Q16s", kind="verdict file", format_name="verdict file format")
 #: One stored verdict, 48 bytes: the two files' content hashes, the way asked (0 either, 1 plain, 2 mirrored), then
 #: the verdict.
-ROW = np.dtype([("a", "S16"), ("b", "S16"), ("way", "u1"), ("same", "u1"), ("mirrored", "u1"), ("reason", "u1"),
+ROW = np.dtype([("a", "u1", (16,)), ("b", "u1", (16,)), ("way", "u1"), ("same", "u1"), ("mirrored", "u1"), ("reason", "u1"),
                 ("inliers", "<u4"), ("ncc", "<f4"), ("overlap", "<f4")])
 #: The reasons a verdict can give, by their stored code.
 REASONS = ("", "unreadable", "no transform", "too few keypoints", "too few matches", "too few inliers",
@@ -90,10 +90,12 @@ class VerdictStore:
         except IndexFileError:
             return {}  # missing, corrupt or of another version: verify again
         out: dict[Key, Value] = {}
-        for r in rows.tolist():
-            a, b, way, same, mirrored, reason, inliers, r_ncc, overlap = r
+        a_bytes, b_bytes = rows["a"].tobytes(), rows["b"].tobytes()  # (not "S16": numpy strips trailing zeros)
+        for n, r in enumerate(rows[["way", "same", "mirrored", "reason", "inliers", "ncc", "overlap"]].tolist()):
+            way, same, mirrored, reason, inliers, r_ncc, overlap = r
             if reason < len(REASONS):
-                out[(a, b, way)] = (bool(same), bool(mirrored), REASONS[reason], inliers, r_ncc, overlap)
+                key = (a_bytes[16 * n : 16 * n + 16], b_bytes[16 * n : 16 * n + 16], way)
+                out[key] = (bool(same), bool(mirrored), REASONS[reason], inliers, r_ncc, overlap)
         return out
 
     def get(self, a: bytes, b: bytes, way: int) -> Value | None:
@@ -117,8 +119,8 @@ class VerdictStore:
         rows = np.zeros(len(keys), dtype=ROW)
         for n, key in enumerate(keys):
             same, mirrored, reason, inliers, r_ncc, overlap = self._known[key]
-            rows[n] = (*key, same, mirrored, REASONS.index(reason) if reason in REASONS else 0, inliers, r_ncc,
-                       overlap)
+            rows[n] = (np.frombuffer(key[0], np.uint8), np.frombuffer(key[1], np.uint8), key[2], same, mirrored,
+                       REASONS.index(reason) if reason in REASONS else 0, inliers, r_ncc, overlap)
         try:
             with _HEADER.create(self.path) as out:
                 out.write(rows.tobytes())

@@ -1,0 +1,163 @@
+"""The feature file (hashdup.io.featurefile) and the verdict file (hashdup.io.verdicts): round trips, documented
+layouts, and refusal of every kind of damage before anything is memory-mapped."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hashdup.descriptors.local import LocalExtractor
+from hashdup.errors import IndexFileError
+from hashdup.io import header, images
+from hashdup.io.featurefile import HEADER_SIZE, MAGIC, FeatureFile, LocalFeatures
+from hashdup.io.verdicts import FILENAME, VerdictStore, way_code
+
+LIMITS = {"frame": 192, "max_keypoints": 20, "thumb_pixels": 300}
+
+
+def record(rng: np.random.Generator, k: int | None = None, frame: int = 192) -> LocalFeatures:
+    """A random record that fits :data:`LIMITS`."""
+    k = int(rng.integers(0, 21)) if k is None else k
+    fh = int(rng.integers(1, frame + 1))
+    th, tw = int(rng.integers(1, 16)), int(rng.integers(1, 19))
+    return LocalFeatures((fh, frame), rng.integers(0, 65536, (k, 2), dtype=np.uint16),
+                         rng.integers(0, 256, (k, 32), dtype=np.uint8), rng.integers(0, 256, (th, tw), dtype=np.uint8))
+
+
+def same(a: LocalFeatures, b: LocalFeatures) -> bool:
+    return (tuple(a.frame_shape) == tuple(b.frame_shape) and np.array_equal(a.keypoints, b.keypoints)
+            and np.array_equal(a.descriptors, b.descriptors) and np.array_equal(a.thumb, b.thumb))
+
+
+@given(st.integers(0, 30), st.integers(0, 2**31))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_round_trip(tmp_path, n, seed):
+    rng = np.random.default_rng(seed)
+    recs = [record(rng) for _ in range(n)]
+    path = tmp_path / "f.hdf"
+    FeatureFile.write(path, recs, **LIMITS)
+    ff = FeatureFile.open(path)
+    assert (len(ff), ff.frame, ff.max_keypoints, ff.thumb_pixels) == (n, 192, 20, 300)
+    assert all(same(ff[i], r) for i, r in enumerate(recs))
+    assert path.stat().st_size % 8 == 4  # sections 8-byte aligned after the 68-byte header
+    if n:
+        assert not ff[0].thumb.flags.writeable and not ff[n - 1].descriptors.flags.writeable
+    with pytest.raises(IndexError):
+        ff[n]
+    for r in recs:  # the journal's serialisation
+        assert same(LocalFeatures.from_bytes(r.to_bytes()), r)
+
+
+def test_header_layout_is_documented(tmp_path):
+    rng = np.random.default_rng(0)
+    recs = [record(rng, 3), record(rng, 0)]
+    path = tmp_path / "f.hdf"
+    FeatureFile.write(path, recs, **LIMITS)
+    head = path.read_bytes()[:HEADER_SIZE]
+    fields = struct.unpack_from("<8sHHQQQIIII", head)
+    thumbs = sum(r.thumb.size for r in recs)
+    assert fields == (MAGIC, 1, 68, 2, 3, thumbs, 192, 20, 300, 0)
+    ff = FeatureFile.open(path)
+    assert ff.bytes_per_image == path.stat().st_size / 2
+
+
+def test_records_that_do_not_fit_are_refused(tmp_path):
+    rng = np.random.default_rng(1)
+    for bad in (record(rng, 21), record(rng, 2, frame=100)):
+        with pytest.raises(ValueError, match="does not fit"):
+            FeatureFile.write(tmp_path / "f.hdf", [bad], **LIMITS)
+    assert not (tmp_path / "f.hdf").exists()  # nothing half-written
+    with pytest.raises(ValueError, match="record"):
+        LocalFeatures.from_bytes(record(rng, 2).to_bytes()[:-1])
+    with pytest.raises(ValueError, match="record"):
+        LocalFeatures.from_bytes(b"XXXX" + record(rng, 2).to_bytes()[4:])
+
+
+def _written(tmp_path, n=5, seed=2):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "f.hdf"
+    FeatureFile.write(path, [record(rng) for _ in range(n)], **LIMITS)
+    return path
+
+
+@pytest.mark.parametrize("where", ["magic", "version", "frame", "body", "last byte"])
+def test_a_flipped_byte_is_refused(tmp_path, where):
+    path = _written(tmp_path)
+    data = bytearray(path.read_bytes())
+    pos = {"magic": 0, "version": 8, "frame": 36, "body": HEADER_SIZE + 3, "last byte": len(data) - 1}[where]
+    data[pos] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexFileError):
+        FeatureFile.open(path)
+
+
+def test_truncated_and_extended_files_are_refused(tmp_path):
+    path = _written(tmp_path)
+    data = path.read_bytes()
+    for bad in (data[:10], data[: HEADER_SIZE + 5], data[:-8], data + b"\0" * 8):
+        path.write_bytes(bad)
+        with pytest.raises(IndexFileError):
+            FeatureFile.open(path, verify=False)  # refused on its sizes alone, before any checksum or map
+
+
+def test_offsets_that_disagree_are_refused_even_with_a_valid_checksum(tmp_path):
+    """A writer bug (not damage): the checksum matches, but the sections contradict each other."""
+    path = _written(tmp_path, n=3)
+    data = bytearray(path.read_bytes())
+    kp_offsets = HEADER_SIZE + 3 * 8  # after the shapes section (3 × 4 uint16)
+    struct.pack_into("<Q", data, kp_offsets + 8, 10**6)  # image 0 claims a million keypoints
+    fmt = header.HeaderFormat(MAGIC, 1, "QQQIIII", kind="feature file", format_name="feature file format")
+    body = header.body_hash()
+    body.update(bytes(data[HEADER_SIZE:]))
+    data[:HEADER_SIZE] = fmt.pack(struct.unpack_from("<QQQIIII", data, 12), body.digest())
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexFileError, match="kp_offsets|keypoints"):
+        FeatureFile.open(path)
+
+
+def test_extractor_records_fit_their_budget_on_a_real_photo(sample_dir):
+    ex = LocalExtractor()
+    data = (sample_dir / "photos" / "chelsea.jpg").read_bytes()
+    r = ex.describe(images.decode(data, 32, frame=ex.frame).gray)
+    assert 100 <= len(r.keypoints) <= ex.n_keypoints and r.thumb.size <= ex.thumb_pixels
+    assert r.nbytes <= ex.max_record_bytes <= 16 * 1024  # the issue's budget: at most 16 KB per image
+    assert max(r.frame_shape) == ex.frame and r.points().max() < ex.frame
+    with pytest.raises(ValueError, match="longest side"):
+        ex.describe(np.zeros((10, 10), dtype=np.uint8))
+    flat = ex.describe(np.full((144, 192), 128, dtype=np.uint8))  # nothing to find on a flat image
+    assert len(flat.keypoints) == 0 and flat.thumb.size > 0
+
+
+# --- the verdict file ---------------------------------------------------------------------------------------------
+H = [bytes([i]) * 16 for i in range(5)]
+
+
+def test_verdicts_round_trip_and_are_pruned_to_present_files(tmp_path):
+    store = VerdictStore(tmp_path, {"a": 1})
+    assert len(store) == 0 and not store.save(H)  # nothing new: nothing written
+    store.put(H[0], H[1], way_code(None), (True, False, "", 40, 0.9, 1.0))
+    store.put(H[1], H[2], way_code(True), (False, True, "pixels differ", 12, 0.2, 0.95))
+    store.put(H[3], H[4], way_code(False), (False, False, "too few matches", 3, 0.0, 0.0))
+    assert store.save(H[:3]) and (tmp_path / FILENAME).exists()
+    again = VerdictStore(tmp_path, {"a": 1})
+    assert len(again) == 2 and again.loaded == 2
+    assert again.get(H[0], H[1], 0) == (True, False, "", 40, pytest.approx(0.9), 1.0)
+    assert again.get(H[1], H[2], 2)[:3] == (False, True, "pixels differ")
+    assert again.get(H[1], H[2], 1) is None and again.get(H[3], H[4], 1) is None  # other way; pruned
+
+
+def test_verdicts_of_other_settings_or_damaged_are_ignored(tmp_path):
+    store = VerdictStore(tmp_path, {"a": 1})
+    store.put(H[0], H[1], 0, (True, False, "", 40, 0.9, 1.0))
+    store.save(H)
+    assert len(VerdictStore(tmp_path, {"a": 2})) == 0
+    data = bytearray((tmp_path / FILENAME).read_bytes())
+    data[-5] ^= 1
+    (tmp_path / FILENAME).write_bytes(bytes(data))
+    assert len(VerdictStore(tmp_path, {"a": 1})) == 0  # a cache: damage means verifying again, not an error
+    (tmp_path / FILENAME).write_bytes(b"garbage")
+    assert len(VerdictStore(tmp_path, {"a": 1})) == 0
