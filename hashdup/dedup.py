@@ -195,7 +195,9 @@ def _split(ids: list[int], recs: dict[int, Member], key: Callable[[Member], Any]
         if len(comp) < 2:
             continue
         keeper = min((recs[m] for m in comp), key=key).id
-        rest = sorted((m for m in comp if m != keeper), key=lambda m: judge.distance(keeper, m))
+        others = [m for m in comp if m != keeper]
+        judge.distances(keeper, others)  # one batch: each is asked below
+        rest = sorted(others, key=lambda m: judge.distance(keeper, m))
         judge.prefetch((keeper, m) for m in rest)  # every one is asked below (the first test of each member)
         group, twins = [keeper], [keeper]
         for m in rest:

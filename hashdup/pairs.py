@@ -28,9 +28,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup import bits
-from hashdup.index._match_kernels import _pair_distances
 
-from hashdup.io.verdicts import VerdictStore, way_code
+from hashdup.io.verdicts import LinkStore, VerdictStore, way_code
 from hashdup.verify import Verdict, Verifier
 
 if TYPE_CHECKING:
@@ -113,6 +112,7 @@ class PairJudge:
         self._verifier: Verifier | None = None
         self._verdicts: VerdictStore | None = None
         self._hashes: list[bytes] | None = None
+        self._new_links: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         self._whole: set[tuple[int, int]] = set()  # verified pairs accepted as the whole frame
         self.verified = 0  # pairs whose features were compared by this judge (not taken from stored verdicts)
         self._shortlisted: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]] = []
@@ -224,6 +224,21 @@ class PairJudge:
         distance, and a pair whose images are already connected through earlier links is not verified again: the
         pixels are looked at about once per duplicate and at most :data:`NEAREST` times per other image.
         """
+        stored = self._links().load()
+        if stored is not None:  # the last run on this generation, with these settings
+            return stored
+        i, j = self._linked_pairs()
+        self._new_links = (i, j)
+        return i, j
+
+    def _links(self) -> LinkStore:
+        settings = {"radius": self.radius, "mirror": self.mirror, "verify": self.verify, "nearest": self.nearest,
+                    "constants": [CANDIDATE_RADIUS_FRACTION, NEAREST, SHORTLIST, MERGE_HITS, PART_BITS, ACCEPT, REJECT],
+                    **(self.verification_settings() if self.verify else {})}
+        stored = self.index.stored
+        return LinkStore(stored.folder, stored.manifest["checksum"], settings)
+
+    def _linked_pairs(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         ci, cj, near = self.candidates()
         if not self.verify:
             keep = np.array([self.same(a, b) for a, b in zip(ci.tolist(), cj.tolist(), strict=True)], dtype=bool)
@@ -305,9 +320,13 @@ class PairJudge:
         return np.array(out_i, dtype=np.int64), np.array(out_j, dtype=np.int64)
 
     def close(self) -> None:
-        """Store the verdicts this judge computed (:mod:`hashdup.io.verdicts`) for the next run."""
+        """Store the verdicts and the linked pairs this judge computed (:mod:`hashdup.io.verdicts`) for the next
+        run."""
         if self._verdicts is not None and self._hashes is not None:
             self._verdicts.save(self._hashes)
+        if self._new_links is not None:
+            self._links().save(*self._new_links)
+            self._new_links = None
 
     def prefetch(self, pairs: Iterable[tuple[int, int]]) -> None:
         """Decide ``pairs`` now, so that :meth:`how` answers them from the cache."""
@@ -353,9 +372,13 @@ class PairJudge:
                 self._view_rows[id(view)] = (np.asarray(view(self.X), dtype=np.float32),
                                              None if self.Xm is None else np.asarray(view(self.Xm), dtype=np.float32))
             V, Vm = self._view_rows[id(view)]
-        i, j = np.ascontiguousarray(i, dtype=np.int64), np.ascontiguousarray(j, dtype=np.int64)
-        plain = _pair_distances(V, V, i, j)  # ids from this index: valid, so unchecked
-        return plain, (None if Vm is None else _pair_distances(V, Vm, i, j))
+        vi = V[i]
+        diff = vi - V[j]
+        plain = np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
+        if Vm is None:
+            return plain, None
+        diff = np.subtract(vi, Vm[j], out=diff)
+        return plain, np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
 
     def _pair(self, i: int, j: int) -> tuple[float, float]:
         """(plain, mirrored) descriptor distance of ``i < j`` (mirrored = plain without mirroring)."""
@@ -363,6 +386,12 @@ class PairJudge:
         if key not in self._pair_d:
             self._distances(np.array([key[0]]), np.array([key[1]]))
         return self._pair_d[key]
+
+    def distances(self, i: int, js: Iterable[int]) -> NDArray[np.float64]:
+        """:meth:`distance` from ``i`` to each of ``js``, computed in one batch."""
+        js = np.asarray(list(js), dtype=np.int64)
+        a, b = np.minimum(i, js), np.maximum(i, js)
+        return self._distances(a, b) if len(js) else np.zeros(0)
 
     def distance(self, i: int, j: int) -> float:
         """Descriptor distance of two images (the smaller of plain and mirrored, when mirroring)."""

@@ -161,3 +161,20 @@ def test_verdicts_of_other_settings_or_damaged_are_ignored(tmp_path):
     assert len(VerdictStore(tmp_path, {"a": 1})) == 0  # a cache: damage means verifying again, not an error
     (tmp_path / FILENAME).write_bytes(b"garbage")
     assert len(VerdictStore(tmp_path, {"a": 1})) == 0
+
+
+def test_links_are_kept_for_one_generation_and_one_set_of_settings(tmp_path):
+    from hashdup.io.verdicts import LinkStore
+
+    i, j = np.array([0, 3, 5], dtype=np.int64), np.array([1, 4, 9], dtype=np.int64)
+    assert LinkStore(tmp_path, "gen-a", {"r": 10}).load() is None
+    assert LinkStore(tmp_path, "gen-a", {"r": 10}).save(i, j)
+    got = LinkStore(tmp_path, "gen-a", {"r": 10}).load()
+    assert got is not None and np.array_equal(got[0], i) and np.array_equal(got[1], j)
+    assert LinkStore(tmp_path, "gen-b", {"r": 10}).load() is None  # a new index generation
+    assert LinkStore(tmp_path, "gen-a", {"r": 11}).load() is None  # another radius
+    path = tmp_path / "links.hdl"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    assert LinkStore(tmp_path, "gen-a", {"r": 10}).load() is None  # damaged: decided again

@@ -42,7 +42,7 @@ def features(path: str) -> LocalFeatures:
     content = images.read_file(path)
     if content is None:
         raise ImageError(path, "not an image")
-    return EXTRACTOR.describe(images.decode(content.data, 32, name=path, frame=EXTRACTOR.frame).gray)
+    return EXTRACTOR.describe(images.decode(content.data, 128, name=path, frame=EXTRACTOR.frame).gray)
 
 
 def verify(a: str, b: str, mirrored: bool | None = None, **params) -> Verdict:
@@ -285,15 +285,15 @@ def test_flat_and_degenerate_images_do_not_crash(originals, tmp_path):
 def test_gray_frame_is_upright_luma_with_the_aspect_kept(originals, tmp_path):
     im, original = originals["coffee.png"]  # 400 × 267
     frame = EXTRACTOR.frame
-    g = images.decode(Path(original).read_bytes(), 32, frame=frame).gray
+    g = images.decode(Path(original).read_bytes(), 128, frame=frame).gray
     h = round(267 * frame / 400)
     assert g.dtype == np.uint8 and g.shape == (h, frame)
     expected = np.asarray(im.resize((frame, h), Image.Resampling.LANCZOS).convert("L"), dtype=float)
     assert np.abs(g - expected).mean() < 3
     rotated = exif_rotated(im, tmp_path / "rot.jpg")
-    r = images.decode(Path(rotated).read_bytes(), 32, frame=frame).gray
+    r = images.decode(Path(rotated).read_bytes(), 128, frame=frame).gray
     assert r.shape == g.shape and np.abs(r.astype(float) - g).mean() < 8  # the EXIF orientation applied
-    small = images.decode(Path(save(im.resize((100, 67)), tmp_path / "small.png")).read_bytes(), 32, frame=frame).gray
+    small = images.decode(Path(save(im.resize((100, 67)), tmp_path / "small.png")).read_bytes(), 128, frame=frame).gray
     assert max(small.shape) == frame  # enlarged too, so that every pair is compared alike
 
 

@@ -131,3 +131,62 @@ class VerdictStore:
             raise
         self.added = 0
         return True
+
+
+LINKS_FILENAME = "links.hdl"
+_LINKS_HEADER = HeaderFormat(b"HDUPLINK", 1, "Q16s16s", kind="link file", format_name="link file format")
+
+
+class LinkStore:
+    """The decided pairs of the last dedup run (the pairs that connect every group), kept for the next run on the
+    same index generation with the same settings: ``dedup --action … --yes`` and ``report`` after ``dedup`` then
+    neither search for candidates nor verify anything.
+
+    The file ``links.hdl`` holds, after a :mod:`hashdup.io.header` frame whose own fields are the number of pairs,
+    a fingerprint of the generation (its manifest's checksum) and one of the settings, the pairs as little-endian
+    int64 ``(i, j)`` rows. Anything else (missing, corrupt, another generation or settings) is no stored links.
+
+    Parameters
+    ----------
+    folder : path-like
+        The index folder.
+    generation : str
+        What identifies the index generation (its manifest's checksum).
+    settings : dict
+        Every setting the links depend on (JSON-able).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], generation: str, settings: dict[str, Any]) -> None:
+        self.path = Path(folder) / LINKS_FILENAME
+        self.generation = hashlib.blake2b(generation.encode(), digest_size=16).digest()
+        self.fingerprint = fingerprint(settings)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The stored ``(i, j)`` arrays, or None."""
+        try:
+            with _LINKS_HEADER.open(self.path) as f:
+                header = _LINKS_HEADER.read(f, self.path)
+                n, generation, fp = header.values
+                if (generation, fp) != (self.generation, self.fingerprint) or header.file_size != (
+                        _LINKS_HEADER.size + 16 * n):
+                    return None
+                _LINKS_HEADER.verify_body(f, self.path, header, 16 * n)
+                f.seek(_LINKS_HEADER.size)
+                pairs = np.frombuffer(f.read(16 * n), dtype="<i8").reshape(n, 2).astype(np.int64)
+        except IndexFileError:
+            return None
+        return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+    def save(self, i: np.ndarray, j: np.ndarray) -> bool:
+        """Store the pairs atomically; as :meth:`VerdictStore.save`, a folder this process may not write to is not an
+        error."""
+        pairs = np.ascontiguousarray(np.stack([np.asarray(i), np.asarray(j)], axis=1), dtype="<i8")
+        try:
+            with _LINKS_HEADER.create(self.path) as out:
+                out.write(pairs.tobytes())
+                out.write_header(len(pairs), self.generation, self.fingerprint)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return False
+            raise
+        return True
