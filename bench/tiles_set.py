@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-
 from neardup_set import EXT, KINDS, MIN_TILE_STD, SHARED, edit, load_rgb, source_photos
+from PIL import Image
 
 TILES_VERSION = 1
 TILE = (128, 96)   # (width, height) in pixels; 200×150 gives only 881 non-flat tiles of the shared photos, 128×96 2,124
