@@ -13,7 +13,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from hashdup.io.featurefile import LocalFeatures
-from hashdup.verify import BLOCK_AGREE, RANSAC, Verdict, block_agreement, ncc
+from hashdup.verify import BLOCK_AGREE, GATE_BITS, GATE_MATCHES, RANSAC, Verdict, block_agreement, ncc
 
 
 def band_pass(thumb: np.ndarray, frame: int) -> np.ndarray:
@@ -70,6 +70,9 @@ class ReferenceVerifier:
         m = match_descriptors(bits_a, bits_b, cross_check=True, max_ratio=self.max_ratio)
         if len(m) < self.min_inliers:
             return Verdict(False, inliers=len(m), reason="too few matches")
+        dist = (bits_a[m[:, 0]] != bits_b[m[:, 1]]).sum(axis=1)
+        if (dist <= GATE_BITS).sum() < GATE_MATCHES:
+            return Verdict(False, inliers=len(m), reason="too few close matches")
         src, dst = b.points()[m[:, 1]].astype(np.float64), a.points()[m[:, 0]].astype(np.float64)
         model, inliers = ransac((src, dst), SimilarityTransform, min_samples=2,
                                 residual_threshold=RANSAC["threshold"], max_trials=RANSAC["max_iters"],

@@ -33,6 +33,8 @@ def test_match_binary_is_skimage_match_descriptors():
             m = match_descriptors(np.unpackbits(a, axis=1).astype(bool), np.unpackbits(b, axis=1).astype(bool),
                                   cross_check=cross, max_ratio=ratio)
             assert np.array_equal(m[:, 0], ia) and np.array_equal(m[:, 1], ib), (t, ratio, cross)
+    ia, ib, d = match_binary(a, b, max_ratio=0.85, return_distance=True)
+    assert np.array_equal(d, [int(np.unpackbits(a[x] ^ b[y]).sum()) for x, y in zip(ia, ib, strict=True)])
     assert [len(x) for x in match_binary(a[:0], b)] == [0, 0]
     with pytest.raises(ValueError, match="64-bit words"):
         match_binary(a[:, :30], b[:, :30])
@@ -101,3 +103,4 @@ def test_compiled_and_reference_verdicts_agree(pairs):
             assert abs(fast.inliers - slow.inliers) <= max(3, 0.25 * slow.inliers), (what, fast, slow)
     assert disagreements == []
     assert wrong == []
+

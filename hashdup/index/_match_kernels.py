@@ -59,6 +59,7 @@ def _match(a, b, cross_check, max_ratio):  # pragma: no cover - compiled
         best_j[i], first[i], second[i] = mj, m1, m2
     out_i = np.empty(na, dtype=np.int64)
     out_j = np.empty(na, dtype=np.int64)
+    out_d = np.empty(na, dtype=np.int64)
     n = 0
     for i in range(na):
         j = best_j[i]
@@ -71,8 +72,9 @@ def _match(a, b, cross_check, max_ratio):  # pragma: no cover - compiled
                 continue
         out_i[n] = i
         out_j[n] = j
+        out_d[n] = first[i]
         n += 1
-    return out_i[:n], out_j[:n]
+    return out_i[:n], out_j[:n], out_d[:n]
 
 
 @njit(cache=True, nogil=True)

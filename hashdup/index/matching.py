@@ -15,8 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-def match_binary(a: NDArray[np.uint8], b: NDArray[np.uint8], *, cross_check: bool = True, max_ratio: float = 1.0
-                 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def match_binary(a: NDArray[np.uint8], b: NDArray[np.uint8], *, cross_check: bool = True, max_ratio: float = 1.0,
+                 return_distance: bool = False) -> tuple[NDArray[np.int64], ...]:
     """Nearest-neighbour matches between two sets of packed binary descriptors.
 
     Parameters
@@ -29,10 +29,15 @@ def match_binary(a: NDArray[np.uint8], b: NDArray[np.uint8], *, cross_check: boo
         Keep a match only when its distance is below ``max_ratio`` times the distance of ``a[i]``'s second nearest
         in ``b`` (Lowe's ratio test). Ties go to the first index, as in ``numpy.argmin``.
 
+    return_distance : bool, default False
+        Also return the Hamming distance of each match.
+
     Returns
     -------
     ia, ib : ndarray of int64, shape (m,)
         Matched rows of ``a`` and ``b``, ``ia`` increasing.
+    d : ndarray of int64, shape (m,)
+        With ``return_distance``: the matches' distances in bits.
     """
     a = np.ascontiguousarray(a, dtype=np.uint8)
     b = np.ascontiguousarray(b, dtype=np.uint8)
@@ -40,10 +45,12 @@ def match_binary(a: NDArray[np.uint8], b: NDArray[np.uint8], *, cross_check: boo
         raise ValueError(f"descriptors must be 2-D with the same whole number of 64-bit words, got {a.shape} and "
                          f"{b.shape}")
     if len(a) == 0 or len(b) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    from hashdup.index._match_kernels import _match
+        ia = ib = d = np.zeros(0, dtype=np.int64)
+    else:
+        from hashdup.index._match_kernels import _match
 
-    return _match(a.view(np.uint64), b.view(np.uint64), bool(cross_check), float(max_ratio))
+        ia, ib, d = _match(a.view(np.uint64), b.view(np.uint64), bool(cross_check), float(max_ratio))
+    return (ia, ib, d) if return_distance else (ia, ib)
 
 
 def pair_distances(A: NDArray[np.float32], B: NDArray[np.float32], i: NDArray[np.int64], j: NDArray[np.int64]

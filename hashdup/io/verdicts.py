@@ -40,7 +40,7 @@ ROW = np.dtype([("a", "u1", (16,)), ("b", "u1", (16,)), ("way", "u1"), ("same", 
                 ("inliers", "<u4"), ("ncc", "<f4"), ("overlap", "<f4")])
 #: The reasons a verdict can give, by their stored code.
 REASONS = ("", "unreadable", "no transform", "too few keypoints", "too few matches", "too few inliers",
-           "implausible transform", "too little overlap", "pixels differ", "mirrored, not the whole frame")
+           "implausible transform", "too little overlap", "pixels differ", "mirrored, not the whole frame", "too few close matches")
 
 Key = tuple[bytes, bytes, int]
 Value = tuple[bool, bool, str, int, float, float]  # same, mirrored, reason, inliers, ncc, overlap
