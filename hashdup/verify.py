@@ -98,6 +98,16 @@ def _rescale(sx: float, sy: float) -> NDArray[np.float64]:
     return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
 
+def _compose(model: NDArray[np.float64], ax: float, ay: float, bx: float, by: float) -> NDArray[np.float64]:
+    """``_rescale(ax, ay) @ model @ _rescale(bx, by)`` (first two rows), in plain arithmetic: called per pair."""
+    (m00, m01, m02), (m10, m11, m12) = model[0].tolist(), model[1].tolist()
+    # inner: p -> (bx (x + .5) - .5, by (y + .5) - .5); model; outer: q -> (ax (u + .5) - .5, ay (v + .5) - .5)
+    tx, ty = 0.5 * bx - 0.5, 0.5 * by - 0.5
+    u0, u1, u2 = m00 * bx, m01 * by, m00 * tx + m01 * ty + m02
+    v0, v1, v2 = m10 * bx, m11 * by, m10 * tx + m11 * ty + m12
+    return np.array([[ax * u0, ax * u1, ax * u2 + 0.5 * ax - 0.5], [ay * v0, ay * v1, ay * v2 + 0.5 * ay - 0.5]])
+
+
 class Verifier:
     """Decide whether candidate pairs of indexed images are edited copies of one picture, from stored features.
 
@@ -145,7 +155,7 @@ class Verifier:
         self.max_ratio = float(max_ratio)
         self.mirror = bool(mirror)
         self.cache_size = int(cache_size)
-        self._bands: OrderedDict[int, NDArray[np.float32]] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[LocalFeatures, NDArray[np.float32]]] = OrderedDict()
 
     def settings(self) -> dict[str, Any]:
         """What decides a verdict besides the two images' features (the key of stored verdicts)."""
@@ -166,17 +176,20 @@ class Verifier:
         ``mirrored`` says which way round to compare ``j`` (left-right mirrored or not); None tries both when
         mirroring is enabled, the plain one first.
         """
-        return self.compare(self.features(i), self.features(j), mirrored, self._band(i), self._band(j))
+        (fi, bi), (fj, bj) = self._prepared(i), self._prepared(j)
+        return self.compare(fi, fj, mirrored, bi, bj)
 
-    def _band(self, i: int) -> NDArray[np.float32]:
-        band = self._bands.get(i)
-        if band is None:
-            band = self._bands[i] = band_pass(np.asarray(self.features(i).thumb), self.frame)
-            while len(self._bands) > self.cache_size:
-                self._bands.popitem(last=False)
+    def _prepared(self, i: int) -> tuple[LocalFeatures, NDArray[np.float32]]:
+        """Image ``i``'s features and band-passed thumbnail, cached (an image takes part in several pairs)."""
+        item = self._cache.get(i)
+        if item is None:
+            feats = self.features(i)
+            item = self._cache[i] = (feats, band_pass(np.asarray(feats.thumb), self.frame))
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         else:
-            self._bands.move_to_end(i)
-        return band
+            self._cache.move_to_end(i)
+        return item
 
     def compare(self, a: LocalFeatures, b: LocalFeatures, mirrored: bool | None = None,
                 band_a: NDArray[np.float32] | None = None, band_b: NDArray[np.float32] | None = None) -> Verdict:
@@ -226,9 +239,9 @@ class Verifier:
         compare them over their overlap."""
         cv2 = opencv()
         (tha, twa), (thb, twb) = band_a.shape, band_b.shape
-        M = _rescale(twa / a.frame_shape[1], tha / a.frame_shape[0]) @ model @ _rescale(b.frame_shape[1] / twb,
-                                                                                       b.frame_shape[0] / thb)
-        warped = cv2.warpAffine(np.ascontiguousarray(band_b), M[:2], (twa, tha), flags=cv2.INTER_LINEAR,
+        M = _compose(model, twa / a.frame_shape[1], tha / a.frame_shape[0], b.frame_shape[1] / twb,
+                     b.frame_shape[0] / thb)
+        warped = cv2.warpAffine(np.ascontiguousarray(band_b), M, (twa, tha), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
         block = max(4, round(16 * max(tha, twa) / self.frame))
         n_valid, r, blocks = _photometric_scores(band_a, warped, block, BLOCK_AGREE)
