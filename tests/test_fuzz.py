@@ -481,6 +481,34 @@ def test_mutated_code_files_are_refused_before_any_memory_map(index_copy, maps):
     assert str(codes) in maps
 
 
+def test_mutated_feature_files_are_refused_before_any_memory_map(index_copy, maps):
+    """The feature file is opened on first use (by dedup): every mutation is refused there and alone, unmapped."""
+    from hashdup import pipeline
+    from hashdup.io.featurefile import HEADER_SIZE, FeatureFile
+
+    feats = index_copy / _manifest(index_copy)["files"]["features"]["name"]
+    original = feats.read_bytes()
+    maps.clear()
+    for what, data in _mutations(feats, HEADER_SIZE, 8):
+        feats.write_bytes(data)
+        with pytest.raises(IndexFileError) as e:
+            FeatureFile.open(feats)
+        assert e.value.path == str(feats) and e.value.problem and "\n" not in e.value.problem, what
+        try:
+            idx = pipeline.Index(index_copy)  # the manifest records its size: most mutations stop here
+        except IndexFileError as e:
+            assert e.path == str(feats), what
+        else:
+            with pytest.raises(IndexFileError):
+                idx.stored.features
+            idx.close()
+        assert str(feats) not in maps, f"{what}: mapped before it was refused"
+    feats.write_bytes(original)
+    idx = pipeline.Index(index_copy)
+    assert len(idx.stored.features) == len(idx) and str(feats) in maps
+    idx.close()
+
+
 def test_mutated_bucket_files_are_refused_before_any_memory_map(index_copy, maps):
     from hashdup import pipeline
     from hashdup.index.buckets import HEADER_SIZE, BucketTables
