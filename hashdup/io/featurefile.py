@@ -7,6 +7,7 @@ file's own fields, its sections and their checks.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Sequence
@@ -110,7 +111,7 @@ def _layout(n_rows: int, n_keypoints: int, thumb_bytes: int) -> list[tuple[str, 
     out, offset = [], HEADER_SIZE
     for name, dtype, shape in sections:
         out.append((name, dtype, offset, shape))
-        size = int(np.dtype(dtype).itemsize * np.prod(shape, dtype=np.int64))
+        size = np.dtype(dtype).itemsize * math.prod(shape)  # Python integers: no overflow on a damaged header
         offset += size + _pad8(size)
     out.append(("end", "u1", offset, (0,)))
     return out
