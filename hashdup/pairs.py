@@ -246,6 +246,8 @@ class PairJudge:
         d = self._distances(ci, cj)
         cheap = np.array([(a, b) in self.identical for a, b in zip(ci.tolist(), cj.tolist(), strict=True)],
                          dtype=bool) | (d <= self.accept)
+        asked = cheap | near | (d <= self.reject)
+        self._distances(ci[asked], cj[asked], remember=True)  # the pairs decided below
         # pairs only within the radius: each image's few closest, and not hopelessly far
         loose = np.flatnonzero(~cheap & ~near & (d <= self.reject))
         loose = loose[_nearest_per_node(ci[loose], cj[loose], d[loose], self.n, self.nearest)]
@@ -347,18 +349,22 @@ class PairJudge:
         med = float(np.median(d)) if d.size else 0.0
         return ACCEPT * med, REJECT * med
 
-    def _distances(self, i: NDArray[np.int64], j: NDArray[np.int64], view: Callable | None = None
-                   ) -> NDArray[np.float64]:
+    def _distances(self, i: NDArray[np.int64], j: NDArray[np.int64], view: Callable | None = None, *,
+                   remember: bool | NDArray[np.bool_] = False) -> NDArray[np.float64]:
         """Descriptor distances of pairs (of a ``view`` of the descriptors, if given), the smaller of plain and
-        mirrored when mirroring; pairs of whole descriptors are remembered for :meth:`distance` and
-        :meth:`_mirrored`."""
+        mirrored when mirroring. Pairs of whole descriptors marked by ``remember`` (all, none, or a mask) are kept
+        for :meth:`distance` and :meth:`_mirrored`: only pairs that will be asked again, so that memory stays
+        proportional to them, not to the millions of shortlisted pairs of a large library."""
         out = np.empty(len(i))
+        keep = np.broadcast_to(np.asarray(remember, dtype=bool), (len(i),))
         for a in range(0, len(i), 4096):
             ii, jj = i[a : a + 4096], j[a : a + 4096]
             plain, mirrored = self._plain_mirrored(ii, jj, view)
             out[a : a + 4096] = plain if mirrored is None else np.minimum(plain, mirrored)
-            if view is None:
-                pm = plain if mirrored is None else mirrored
+            sel = keep[a : a + 4096]
+            if view is None and sel.any():
+                ii, jj, plain = ii[sel], jj[sel], plain[sel]
+                pm = plain if mirrored is None else mirrored[sel]
                 self._pair_d.update(zip(zip(ii.tolist(), jj.tolist(), strict=True),
                                         zip(plain.tolist(), pm.tolist(), strict=True), strict=True))
         return out
@@ -384,14 +390,14 @@ class PairJudge:
         """(plain, mirrored) descriptor distance of ``i < j`` (mirrored = plain without mirroring)."""
         key = (min(i, j), max(i, j))
         if key not in self._pair_d:
-            self._distances(np.array([key[0]]), np.array([key[1]]))
+            self._distances(np.array([key[0]]), np.array([key[1]]), remember=True)
         return self._pair_d[key]
 
     def distances(self, i: int, js: Iterable[int]) -> NDArray[np.float64]:
         """:meth:`distance` from ``i`` to each of ``js``, computed in one batch."""
         js = np.asarray(list(js), dtype=np.int64)
         a, b = np.minimum(i, js), np.maximum(i, js)
-        return self._distances(a, b) if len(js) else np.zeros(0)
+        return self._distances(a, b, remember=True) if len(js) else np.zeros(0)
 
     def distance(self, i: int, j: int) -> float:
         """Descriptor distance of two images (the smaller of plain and mirrored, when mirroring)."""
