@@ -246,12 +246,12 @@ class PairJudge:
         d = self._distances(ci, cj)
         cheap = np.array([(a, b) in self.identical for a, b in zip(ci.tolist(), cj.tolist(), strict=True)],
                          dtype=bool) | (d <= self.accept)
-        asked = cheap | near | (d <= self.reject)
-        self._distances(ci[asked], cj[asked], remember=True)  # the pairs decided below
         # pairs only within the radius: each image's few closest, and not hopelessly far
         loose = np.flatnonzero(~cheap & ~near & (d <= self.reject))
         loose = loose[_nearest_per_node(ci[loose], cj[loose], d[loose], self.n, self.nearest)]
         band = np.union1d(np.flatnonzero(~cheap & near), loose)
+        asked = np.union1d(np.flatnonzero(cheap), band)
+        self._distances(ci[asked], cj[asked], remember=True)  # the pairs decided below
         parent = np.arange(self.n)
 
         def find(x: int) -> int:
@@ -475,9 +475,17 @@ class PairJudge:
         return v
 
     def verification_settings(self) -> dict[str, Any]:
-        """Every setting a verdict depends on: the local features' and the verifier's."""
-        return {"local": self.index.stored.manifest["descriptor"].get("local"),
-                "verifier": self.verifier.settings()}
+        """Every setting a verdict depends on: the descriptor's and local features' (the frame is decoded at the
+        descriptor's size), the verifier's, and the versions of the code that computes them."""
+        import cv2
+
+        from hashdup import __version__
+        from hashdup.verify import VERIFY_VERSION
+
+        descriptor = self.index.stored.manifest["descriptor"]
+        frame = int((descriptor.get("local") or {}).get("frame", 0))
+        return {"descriptor": descriptor, "verifier": Verifier.settings_for(frame, mirror=self.mirror),
+                "versions": [VERIFY_VERSION, __version__, cv2.__version__]}
 
     @property
     def verifier(self) -> Verifier:

@@ -158,11 +158,16 @@ class Verifier:
         self._cache: OrderedDict[int, tuple[LocalFeatures, NDArray[np.float32]]] = OrderedDict()
 
     def settings(self) -> dict[str, Any]:
-        """What decides a verdict besides the two images' features (the key of stored verdicts)."""
+        """What decides a verdict besides the two images' features (part of the key of stored verdicts)."""
         return {"frame": self.frame, "min_inliers": self.min_inliers, "min_ncc": self.min_ncc,
                 "min_blocks": self.min_blocks, "min_overlap": self.min_overlap, "max_rotation": self.max_rotation,
                 "max_ratio": self.max_ratio, "mirror": self.mirror, "ransac": RANSAC,
-                "gate": [GATE_BITS, GATE_MATCHES]}
+                "gate": [GATE_BITS, GATE_MATCHES], "block_agree": BLOCK_AGREE}
+
+    @classmethod
+    def settings_for(cls, frame: int, **params: Any) -> dict[str, Any]:
+        """:meth:`settings` of a verifier with these parameters, without opening any features."""
+        return cls(lambda i: None, frame, **params).settings()  # type: ignore[arg-type,return-value]
 
     def ways(self, mirrored: bool | None) -> tuple[bool, ...]:
         """Which ways round the second image of a pair is compared (see :meth:`verify`), in order."""
@@ -254,6 +259,9 @@ class Verifier:
         return Verdict(bool(same), n_in, r, min(overlap, 1.0), mirrored, "" if same else "pixels differ")
 
 
+#: Bumped whenever the verification changes in a way its parameters do not show (a constant, the band-pass, the
+#: order of the steps): stored verdicts of an older verification are then not reused.
+VERIFY_VERSION = 1
 #: The gate before geometry: a pair needs at least GATE_MATCHES matches within GATE_BITS bits (of 256) to reach
 #: RANSAC. Calibrated on bench/neardup.py dev: every pair accepted through its features there had 4 or more such
 #: matches, and 97 % of the rejected pairs that had enough matches for RANSAC (1,245 of 1,281) had fewer than 2.

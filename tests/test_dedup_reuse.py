@@ -137,4 +137,5 @@ def test_an_index_without_features_asks_for_a_new_index_run(library):
     assert result.returncode == 1 and result.stdout == ""
     assert "no local features" in result.stderr and "`hashdup index` again" in result.stderr
     summary = pipeline.build_index([folder], index_dir, workers=1)  # an older index is rebuilt, not reused
-    assert summary.rebuild and summary.decoded == summary.indexed
+    assert "no local features" in summary.rebuild and summary.decoded == summary.indexed
+    assert summary.added == 0 and summary.unchanged == summary.files  # the old catalogue was read: files counted as before

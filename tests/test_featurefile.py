@@ -43,7 +43,7 @@ def test_round_trip(tmp_path, n, seed):
     ff = FeatureFile.open(path)
     assert (len(ff), ff.frame, ff.max_keypoints, ff.thumb_pixels) == (n, 192, 20, 300)
     assert all(same(ff[i], r) for i, r in enumerate(recs))
-    assert path.stat().st_size % 8 == 4  # sections 8-byte aligned after the 68-byte header
+    assert path.stat().st_size % 8 == 0  # sections 8-byte aligned after the 72-byte header
     if n:
         assert not ff[0].thumb.flags.writeable and not ff[n - 1].descriptors.flags.writeable
     with pytest.raises(IndexError):
@@ -58,9 +58,9 @@ def test_header_layout_is_documented(tmp_path):
     path = tmp_path / "f.hdf"
     FeatureFile.write(path, recs, **LIMITS)
     head = path.read_bytes()[:HEADER_SIZE]
-    fields = struct.unpack_from("<8sHHQQQIIII", head)
+    fields = struct.unpack_from("<8sHHQQQIIIII", head)
     thumbs = sum(r.thumb.size for r in recs)
-    assert fields == (MAGIC, 1, 68, 2, 3, thumbs, 192, 20, 300, 0)
+    assert fields == (MAGIC, 1, 72, 2, 3, thumbs, 192, 20, 300, 0, 0)
     ff = FeatureFile.open(path)
     assert ff.bytes_per_image == path.stat().st_size / 2
 
@@ -110,10 +110,10 @@ def test_offsets_that_disagree_are_refused_even_with_a_valid_checksum(tmp_path):
     data = bytearray(path.read_bytes())
     kp_offsets = HEADER_SIZE + 3 * 8  # after the shapes section (3 × 4 uint16)
     struct.pack_into("<Q", data, kp_offsets + 8, 10**6)  # image 0 claims a million keypoints
-    fmt = header.HeaderFormat(MAGIC, 1, "QQQIIII", kind="feature file", format_name="feature file format")
+    fmt = header.HeaderFormat(MAGIC, 1, "QQQIIIII", kind="feature file", format_name="feature file format")
     body = header.body_hash()
     body.update(bytes(data[HEADER_SIZE:]))
-    data[:HEADER_SIZE] = fmt.pack(struct.unpack_from("<QQQIIII", data, 12), body.digest())
+    data[:HEADER_SIZE] = fmt.pack(struct.unpack_from("<QQQIIIII", data, 12), body.digest())
     path.write_bytes(bytes(data))
     with pytest.raises(IndexFileError, match="kp_offsets|keypoints"):
         FeatureFile.open(path)
@@ -178,3 +178,27 @@ def test_links_are_kept_for_one_generation_and_one_set_of_settings(tmp_path):
     data[-1] ^= 1
     path.write_bytes(bytes(data))
     assert LinkStore(tmp_path, "gen-a", {"r": 10}).load() is None  # damaged: decided again
+
+
+def test_a_repeated_texture_keeps_at_most_n_keypoints():
+    """OpenCV's ORB keeps every keypoint tied at its cut-off: a tiled 8-pixel patch gave 388 for 224; the extractor
+    keeps the strongest, so the feature file's limits hold."""
+    ex = LocalExtractor()
+    patch = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    r = ex.describe(np.tile(patch, (18, 24))[:144, :192])
+    assert len(r.keypoints) == ex.n_keypoints == len(r.descriptors)
+
+
+def test_a_cache_that_cannot_be_written_does_not_fail_the_run(tmp_path, monkeypatch):
+    from hashdup.io import header as hdr
+    from hashdup.io.verdicts import LinkStore
+
+    store = VerdictStore(tmp_path, {"a": 1})
+    store.put(H[0], H[1], 0, (True, False, "", 40, 0.9, 1.0))
+
+    def full(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hdr.HeaderWriter, "write", full)
+    assert not store.save(H) and not (tmp_path / FILENAME).exists()
+    assert not LinkStore(tmp_path, "g", {}).save(np.array([0]), np.array([1]))

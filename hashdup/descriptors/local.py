@@ -13,6 +13,7 @@ E. Rublee, V. Rabaud, K. Konolige and G. Bradski, "ORB: an efficient alternative
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ class LocalExtractor:
             raise ValueError(f"n_keypoints must be in 0..65535, got {n_keypoints}")
         if self.thumb_pixels < 64:
             raise ValueError(f"thumb_pixels must be ≥ 64, got {thumb_pixels}")
-        self._orb: Any = None
+        self._orb = threading.local()
 
     def get_params(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this extractor."""
@@ -140,9 +141,12 @@ class LocalExtractor:
             img8 = np.clip(128.0 + local * (255.0 / 6.0), 0, 255).astype(np.uint8)
             found, d = self._detector().detectAndCompute(img8, None)
             if d is not None and len(found):
-                pts = np.array([k.pt for k in found], dtype=np.float64)
+                # OpenCV keeps every keypoint tied at its cut-off (a repeated texture gave 388 for 224): the
+                # strongest n_keypoints, ties in detection order
+                order = np.argsort([-k.response for k in found], kind="stable")[: self.n_keypoints]
+                pts = np.array([found[k].pt for k in order], dtype=np.float64).reshape(-1, 2)
                 kp = np.clip(np.rint(pts * COORD_SCALE), 0, 65535).astype(np.uint16)
-                desc = np.ascontiguousarray(d, dtype=np.uint8)
+                desc = np.ascontiguousarray(d[order], dtype=np.uint8)
         s = min(1.0, float(np.sqrt(self.thumb_pixels / (h * w))))
         tw, th = max(1, int(w * s)), max(1, int(h * s))
         thumb8 = np.rint(stretched * 255).astype(np.uint8)
@@ -150,12 +154,14 @@ class LocalExtractor:
         return LocalFeatures((h, w), kp, desc, np.ascontiguousarray(thumb))
 
     def _detector(self) -> Any:
-        if self._orb is None:
+        """This thread's ORB detector (OpenCV's are not documented as thread-safe; threaded Dask workers share the
+        extractor)."""
+        if getattr(self._orb, "detector", None) is None:
             cv2 = opencv()
-            self._orb = cv2.ORB_create(nfeatures=self.n_keypoints, scaleFactor=1.2, nlevels=8,
+            self._orb.detector = cv2.ORB_create(nfeatures=self.n_keypoints, scaleFactor=1.2, nlevels=8,
                                        edgeThreshold=self.patch_size, patchSize=self.patch_size,
                                        fastThreshold=self.fast_threshold)
-        return self._orb
+        return self._orb.detector
 
 
 __all__ = ["COORD_SCALE", "DESCRIPTOR_BYTES", "LocalExtractor", "LocalFeatures", "opencv", "smooth", "stretch"]

@@ -94,9 +94,9 @@ class LocalFeatures:
 MAGIC = b"HDUPFEAT"
 VERSION = 1
 # own fields after magic, version, header size: n_rows, n_keypoints, thumb_bytes, frame, max_keypoints,
-# thumb_pixels, flags
-_HEADER = HeaderFormat(MAGIC, VERSION, "QQQIIII", kind="feature file", format_name="feature file format")
-HEADER_SIZE = _HEADER.size  # 68
+# thumb_pixels, flags, reserved (so that the body starts 8-byte aligned)
+_HEADER = HeaderFormat(MAGIC, VERSION, "QQQIIIII", kind="feature file", format_name="feature file format")
+HEADER_SIZE = _HEADER.size  # 72
 
 
 def _pad8(n: int) -> int:
@@ -125,7 +125,7 @@ class FeatureFile:
         offset  size  field
              0     8  magic           b"HDUPFEAT"
              8     2  version         uint16, currently 1
-            10     2  header_size     uint16, 68; the first section starts here
+            10     2  header_size     uint16, 72; the first section starts here
             12     8  n_rows          uint64, images (row i is catalogue id i)
             20     8  n_keypoints     uint64, keypoints of all images
             28     8  thumb_bytes     uint64, thumbnail bytes of all images
@@ -133,8 +133,9 @@ class FeatureFile:
             40     4  max_keypoints   uint32, most keypoints of one image
             44     4  thumb_pixels    uint32, most thumbnail pixels of one image
             48     4  flags           uint32, 0 (reserved)
-            52    16  checksum        blake2b-128 of (bytes 0..51 || blake2b-128 of the body)
-            68     …  body            the sections below, in order, each padded with zeros to a multiple of 8 bytes
+            52     4  reserved        uint32, 0
+            56    16  checksum        blake2b-128 of (bytes 0..55 || blake2b-128 of the body)
+            72     …  body            the sections below, in order, each padded with zeros to a multiple of 8 bytes
 
         section        dtype   shape               content
         shapes         <u2     (n_rows, 4)         frame height, frame width, thumbnail height, thumbnail width
@@ -239,14 +240,14 @@ class FeatureFile:
                     out.write(data)
                     size += len(data)
                 out.write(b"\0" * _pad8(size))
-            out.write_header(n, n_kp, n_thumb, frame, max_keypoints, thumb_pixels, 0)
+            out.write_header(n, n_kp, n_thumb, frame, max_keypoints, thumb_pixels, 0, 0)
 
 
 def _open_checked(f: BinaryIO, path: Path, verify: bool) -> FeatureFile:
     header = _HEADER.read(f, path)
-    n_rows, n_kp, n_thumb, frame, max_kp, thumb_pixels, flags = header.values
-    if flags != 0:
-        raise IndexFileError(str(path), f"unknown flags {flags:#x} (expected 0)")
+    n_rows, n_kp, n_thumb, frame, max_kp, thumb_pixels, flags, reserved = header.values
+    if flags != 0 or reserved != 0:
+        raise IndexFileError(str(path), f"unknown flags {flags:#x} or reserved field {reserved:#x} (expected 0)")
     if not 32 <= frame <= 1023:
         raise IndexFileError(str(path), f"frame {frame} outside 32..1023 pixels")
     if n_kp > n_rows * max_kp or n_thumb > n_rows * thumb_pixels:

@@ -98,6 +98,7 @@ class Journal:
                  commit_every: int = 32, on_commit: Any = None) -> None:
         self.path = Path(folder) / JOURNAL
         self.n_features = n_features
+        self.settings = settings
         self.commit_every = max(1, commit_every)
         self._on_commit = on_commit or (lambda: None)
         self._pending = 0
@@ -147,8 +148,16 @@ class Journal:
                     feats = LocalFeatures.from_bytes(local)
                 except (TypeError, ValueError):  # a damaged row is only lost work: the file is described again
                     continue
+                if not self._fits(feats):
+                    continue
                 out[os.fsdecode(bytes(path))] = JournalRow(*values, np.frombuffer(blob, dtype="<f2"), feats)
         return out
+
+    def _fits(self, feats: LocalFeatures) -> bool:
+        """Whether a journaled record fits the run's local-feature settings (the feature file refuses others)."""
+        limits = self.settings.get("local") or {}
+        return (max(feats.frame_shape) == limits.get("frame") and len(feats.keypoints) <= limits.get("n_keypoints", 0)
+                and 0 < feats.thumb.size <= limits.get("thumb_pixels", 0))
 
     def add(self, path: str, size: int, mtime_ns: int, checked_ns: int, blake2b: str, width: int, height: int,
             format: str, descriptor: NDArray[np.floating], local: LocalFeatures | None = None) -> None:

@@ -142,10 +142,9 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
                 value = value[part]
             if not isinstance(value, kind):
                 raise TypeError(f"{key} is {type(value).__name__}")
-        if "features" not in manifest["files"] and "codes" in manifest["files"]:
-            raise IndexFileError(str(path), "the index has no local features (written by an older hashdup): run "
-                                            "`hashdup index` again to add them")
         for kind in KINDS:
+            if kind == "features" and kind not in manifest["files"]:  # an older hashdup's index: see features
+                continue
             if not isinstance(manifest["files"][kind]["name"], str) or not isinstance(manifest["files"][kind]["bytes"], int):
                 raise TypeError(f"files.{kind}")
             name = manifest["files"][kind]["name"]
@@ -265,6 +264,8 @@ class StoredIndex:
         files = self.manifest.get("files", {})
         for kind in KINDS:
             entry = files.get(kind)
+            if kind == "features" and entry is None:  # an older hashdup's index: dedup asks for a new index run
+                continue
             if not isinstance(entry, dict) or "name" not in entry:
                 raise IndexFileError(str(self.folder / MANIFEST), f"manifest names no {kind} file")
             p = self.path(kind)
@@ -320,7 +321,15 @@ class StoredIndex:
 
     @cached_property
     def features(self) -> FeatureFile:
-        """The stored local features (:mod:`hashdup.io.featurefile`), memory-mapped; checked on first access."""
+        """The stored local features (:mod:`hashdup.io.featurefile`), memory-mapped; checked on first access.
+
+        Raises
+        ------
+        IndexFileError
+            When the file is damaged, or the index was written by an older hashdup, without local features."""
+        if "features" not in self.manifest["files"]:
+            raise IndexFileError(str(self.folder / MANIFEST), "the index has no local features (written by an older "
+                                                              "hashdup): run `hashdup index` again to add them")
         ff = FeatureFile.open(self.path("features"), verify=self._verify)
         if ff.n_rows != self.codes.n_rows:
             raise IndexFileError(str(ff.path), f"feature file has {ff.n_rows} images, code file has "

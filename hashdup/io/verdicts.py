@@ -16,7 +16,6 @@ an empty store (the verdicts are only a cache), and it is replaced atomically.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -111,7 +110,8 @@ class VerdictStore:
     def save(self, hashes: Iterable[bytes]) -> bool:
         """Write the verdicts between files whose hashes are in ``hashes`` (the index's files) atomically, if any
         verdict was added. Returns whether the file was written; an index folder this process may not write to
-        (read-only file system, no permission) is not an error: the verdicts are only a cache."""
+        (read-only file system, no permission, a full disk) is not an error: the verdicts are only a cache, and the
+        previous file stays whole (written atomically)."""
         if not self.added:
             return False
         present = set(hashes)
@@ -125,10 +125,8 @@ class VerdictStore:
             with _HEADER.create(self.path) as out:
                 out.write(rows.tobytes())
                 out.write_header(len(rows), self.fingerprint)
-        except OSError as e:
-            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                return False
-            raise
+        except OSError:  # read-only, no permission, a full disk: the groups are found all the same
+            return False
         self.added = 0
         return True
 
@@ -185,8 +183,6 @@ class LinkStore:
             with _LINKS_HEADER.create(self.path) as out:
                 out.write(pairs.tobytes())
                 out.write_header(len(pairs), self.generation, self.fingerprint)
-        except OSError as e:
-            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                return False
-            raise
+        except OSError:
+            return False
         return True
