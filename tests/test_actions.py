@@ -39,10 +39,17 @@ def digest(path) -> str:
     return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
 
 
+#: Caches dedup keeps in the index folder (hashdup.io.verdicts): hashdup's own files, not the user's.
+CACHES = {"verdicts.hdv", "links.hdl"}
+
+
 def snapshot(folder: Path) -> dict[str, tuple]:
-    """Every entry under ``folder``: (kind, inode, size, mtime_ns, content hash or link target)."""
+    """Every entry under ``folder`` but dedup's caches: (kind, inode, size, mtime_ns, content hash or link
+    target)."""
     out = {}
     for p in sorted(folder.rglob("*")):
+        if p.name in CACHES:
+            continue
         st = p.lstat()
         if stat.S_ISLNK(st.st_mode):
             out[str(p.relative_to(folder))] = ("link", os.readlink(p))
