@@ -30,6 +30,7 @@ from hashdup.io.catalogue import FileRecord, write_catalogue
 from hashdup.io.codefile import CodeFile
 from hashdup.io.featurefile import FeatureFile
 from hashdup.io.verdicts import FILENAME as VERDICTS
+from hashdup.io.verdicts import LINKS_FILENAME as LINKS
 from hashdup.io.journal import Journal
 from hashdup.io.store import (Generation, StoredIndex, commit, kill_point, new_generation, write_descriptors,
                               writer_lock)
@@ -407,9 +408,9 @@ def info(index: Index) -> dict[str, Any]:
     m = index.stored.manifest
     cat = index.stored.catalogue
     sizes = {kind: entry["bytes"] for kind, entry in m["files"].items()}
-    verdicts = index.stored.folder / VERDICTS
-    if verdicts.is_file():  # stored verdicts of dedup runs (a cache beside the generations)
-        sizes["verdicts"] = verdicts.stat().st_size
+    for kind, name in (("verdicts", VERDICTS), ("links", LINKS)):  # dedup's caches, beside the generations
+        if (index.stored.folder / name).is_file():
+            sizes[kind] = (index.stored.folder / name).stat().st_size
     manifest_bytes = (index.stored.folder / "index.json").stat().st_size
     return {
         "index": display_path(os.path.abspath(index.stored.folder)),
