@@ -182,22 +182,31 @@ def _split(ids: list[int], recs: dict[int, Member], key: Callable[[Member], Any]
     """Cut a connected component into star groups (each member linked to the keeper) or complete groups (each
     member linked to every other), keeper first, greedily; what is left is split again.
 
+    Every member still in the component is considered for the keeper's group (restricting them to a few links of
+    the keeper lost a quarter of the dev split's recall: the decided pairs only connect, so copies of one original
+    often lie several links apart); what is left is split into its connected components along ``edges``.
+
     In a star group a copy of the keeper's whole frame (identical, within the descriptor's accept distance, or
     verified as the whole picture resized or mirrored) stands in for the keeper: a member linked to such a *twin*
     joins too. A mirrored keeper and a cropped copy of the same original cannot be verified against each other
     (the stored ORB descriptors are not mirror-symmetric), but each is verified against the original."""
-    from hashdup.index import connected_groups
-
+    inside = set(ids)
+    adjacent: dict[int, list[int]] = {m: [] for m in ids}
+    for a, b in zip(edges[0].tolist(), edges[1].tolist(), strict=True):
+        if a in inside and b in inside:
+            adjacent[a].append(b)
+            adjacent[b].append(a)
     parts: list[list[int]] = []
     todo = [ids]
     while todo:
         comp = todo.pop()
         if len(comp) < 2:
             continue
+        alive = set(comp)
         keeper = min((recs[m] for m in comp), key=key).id
-        others = [m for m in comp if m != keeper]
-        judge.distances(keeper, others)  # one batch: each is asked below
-        rest = sorted(others, key=lambda m: judge.distance(keeper, m))
+        others = sorted(alive - {keeper})
+        d = judge.distances(keeper, others)  # one batch, for the order
+        rest = [others[k] for k in np.argsort(d, kind="stable").tolist()]
         judge.prefetch((keeper, m) for m in rest)  # every one is asked below (the first test of each member)
         group, twins = [keeper], [keeper]
         for m in rest:
@@ -211,13 +220,27 @@ def _split(ids: list[int], recs: dict[int, Member], key: Callable[[Member], Any]
                     twins.append(m)
         if len(group) > 1:
             parts.append(group)
-        left = [m for m in comp if m not in set(group)]
-        if len(left) > 1:
-            inside = set(left)
-            ei, ej = edges
-            sel = np.array([a in inside and b in inside for a, b in zip(ei.tolist(), ej.tolist())], dtype=bool)
-            if sel.any():
-                pos = {m: n for n, m in enumerate(left)}
-                sub = connected_groups(len(left), [pos[a] for a in ei[sel].tolist()], [pos[b] for b in ej[sel].tolist()])
-                todo.extend([[left[x] for x in g.tolist()] for g in sub])
+        alive.difference_update(group)
+        if len(group) == 1:  # nothing joined the keeper: the others are split without it
+            alive.discard(keeper)
+        todo.extend(_components(alive, adjacent))
     return parts
+
+
+def _components(nodes: set[int], adjacent: dict[int, list[int]]) -> list[list[int]]:
+    """Connected components (of two or more) of the graph ``adjacent`` restricted to ``nodes``."""
+    out, seen = [], set()
+    for start in sorted(nodes):
+        if start in seen:
+            continue
+        seen.add(start)
+        comp, stack = [start], [start]
+        while stack:
+            for n in adjacent[stack.pop()]:
+                if n in nodes and n not in seen:
+                    seen.add(n)
+                    comp.append(n)
+                    stack.append(n)
+        if len(comp) > 1:
+            out.append(sorted(comp))
+    return out

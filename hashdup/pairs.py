@@ -397,7 +397,7 @@ class PairJudge:
         """:meth:`distance` from ``i`` to each of ``js``, computed in one batch."""
         js = np.asarray(list(js), dtype=np.int64)
         a, b = np.minimum(i, js), np.maximum(i, js)
-        return self._distances(a, b, remember=True) if len(js) else np.zeros(0)
+        return self._distances(a, b) if len(js) else np.zeros(0)
 
     def distance(self, i: int, j: int) -> float:
         """Descriptor distance of two images (the smaller of plain and mirrored, when mirroring)."""
