@@ -173,7 +173,9 @@ def _check_after_kill(lib: Library, before: dict | None, resumed: int | str | No
 
 FIRST_RUN = [("journal:1", "some"), ("written:1", "all"), ("written:6", "all"), ("manifest-synced:1", "all"),
              ("manifest-renamed:1", "none")]
-UPDATE_RUN = [("journal:1", "all"), ("written:3", "all"), ("manifest-synced:1", "all"), ("manifest-renamed:1", "none"),
+# "journal:1" of an update run: its 10 files are usually journaled in one commit, but the journal also commits once a
+# second, so on a loaded machine the first commit can hold fewer of them: "some" (every committed one is resumed)
+UPDATE_RUN = [("journal:1", "some"), ("written:3", "all"), ("manifest-synced:1", "all"), ("manifest-renamed:1", "none"),
               ("deleting:3", "none")]
 
 
