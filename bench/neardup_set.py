@@ -230,6 +230,21 @@ def edit(im: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Image.Im
 EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
+def write_original(out_dir: Path, oid: str, px: np.ndarray, rel: str, rng: np.random.Generator
+                   ) -> tuple[str, dict, Image.Image]:
+    """Write ``oid``'s pixels as ``<oid>_original.jpg`` (JPEG quality 90–95, drawn from ``rng``); returns the file
+    name, its label record and the image as decoded from those bytes (what the edits start from)."""
+    q = int(rng.integers(90, 96))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(px)).save(buf, "JPEG", quality=q)
+    name = f"{oid}_original.jpg"
+    (out_dir / name).write_bytes(buf.getvalue())
+    record = {"original": oid, "source": rel, "kind": "original", "strength": None,
+              "params": {"quality": q, "size": [px.shape[1], px.shape[0]]}}
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        return name, record, im.convert("RGB")
+
+
 def build_set(out_dir: str | Path, split: Literal["dev", "heldout"] = "dev", seed: int = 0,
               originals: int | None = None, kinds: tuple[str, ...] = KINDS, shared: str | Path = SHARED,
               sources: list[str] | None = None) -> dict[str, Any]:
@@ -281,15 +296,7 @@ def build_set(out_dir: str | Path, split: Literal["dev", "heldout"] = "dev", see
     files: dict[str, dict] = {}
     for oid, px, rel in pool:
         rng = _rng_for(seed, oid)
-        q = int(rng.integers(90, 96))
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(px)).save(buf, "JPEG", quality=q)
-        name = f"{oid}_original.jpg"
-        (out_dir / name).write_bytes(buf.getvalue())
-        files[name] = {"original": oid, "source": rel, "kind": "original", "strength": None,
-                       "params": {"quality": q, "size": [px.shape[1], px.shape[0]]}}
-        with Image.open(io.BytesIO(buf.getvalue())) as im:
-            base = im.convert("RGB")
+        name, files[name], base = write_original(out_dir, oid, px, rel, rng)
         for kind in kinds:
             img, fmt, save, strength, params = edit(base, kind, rng)
             name = f"{oid}_{kind}.{EXT[fmt]}"

@@ -8,14 +8,12 @@ end-to-end timing of ``bench/dedup_e2e.py``, where the number of files, not the 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from neardup_set import EXT, KINDS, MIN_TILE_STD, SHARED, edit, load_rgb, source_photos
-from PIL import Image
+from neardup_set import EXT, KINDS, MIN_TILE_STD, SHARED, edit, load_rgb, source_photos, write_original
 
 TILES_VERSION = 1
 TILE = (128, 96)   # (width, height) in pixels; 200×150 gives only 881 non-flat tiles of the shared photos, 128×96 2,124
@@ -106,18 +104,11 @@ def build_tiles(out_dir: str | Path, n_originals: int = 2000, copy_every: int = 
     first_kind = int(rng.integers(len(KINDS)))
     files: dict[str, dict] = {}
     for i, (oid, px, rel) in enumerate(pool):
-        q = int(rng.integers(90, 96))
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(px)).save(buf, "JPEG", quality=q)
-        name = f"{oid}_original.jpg"
-        (out_dir / name).write_bytes(buf.getvalue())
-        files[name] = {"original": oid, "source": rel, "kind": "original", "strength": None,
-                       "params": {"quality": q, "size": [px.shape[1], px.shape[0]]}}
+        name, files[name], base = write_original(out_dir, oid, px, rel, rng)
         if (i + 1) % copy_every:
             continue
         kind = KINDS[(first_kind + i // copy_every) % len(KINDS)]
-        with Image.open(io.BytesIO(buf.getvalue())) as im:
-            img, fmt, save, strength, params = edit(im.convert("RGB"), kind, rng)
+        img, fmt, save, strength, params = edit(base, kind, rng)
         name = f"{oid}_{kind}.{EXT[fmt]}"
         img.save(out_dir / name, fmt, **save)
         files[name] = {"original": oid, "source": rel, "kind": kind, "strength": strength, "params": params}
