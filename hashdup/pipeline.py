@@ -307,7 +307,10 @@ class Index:
         from hashdup.index.buckets import BucketTables
 
         path = self.stored.path("buckets")
-        tables = BucketTables.open(path)
+        try:
+            tables = BucketTables.open(self.stored.held_path("buckets"))  # the generation this index opened
+        except IndexFileError as e:
+            raise IndexFileError(str(path), e.problem) from e
         if tables.n_rows != len(self) or tables.fingerprint != self.stored.codes.fingerprint:
             raise IndexFileError(str(path), "bucket tables do not match the code file")
         return tables

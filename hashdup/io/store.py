@@ -304,14 +304,25 @@ class StoredIndex:
         proc = Path(f"/proc/self/fd/{pin.fileno()}")
         return proc if proc.exists() else p
 
+    def held_path(self, kind: str) -> Path:
+        """A path that reaches the very file this object holds open (``/proc/self/fd`` where the system has it), for
+        files read after opening: :meth:`path` checks that the name still leads there, but a commit may delete the
+        file between that check and the read."""
+        pin = self._pins.get(kind)
+        if pin is not None and not pin.closed:
+            proc = Path(f"/proc/self/fd/{pin.fileno()}")
+            if proc.exists():
+                return proc
+        return self.path(kind)
+
     @cached_property
     def descriptors(self) -> NDArray[np.floating]:
         """The stored descriptors, memory-mapped, shape (n_rows, n_features); checked on first access."""
-        p = self.path("descriptors")
-        if self._verify and file_digest(p) != self.manifest["files"]["descriptors"].get("blake2b"):
+        p, held = self.path("descriptors"), self.held_path("descriptors")
+        if self._verify and file_digest(held) != self.manifest["files"]["descriptors"].get("blake2b"):
             raise IndexFileError(str(p), "descriptors file checksum mismatch: the file is corrupt")
         try:
-            X = np.load(p, mmap_mode="r", allow_pickle=False)
+            X = np.load(held, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise IndexFileError(str(p), f"unreadable descriptors file: {e}") from e
         expected = (self.codes.n_rows, self.manifest["descriptor"]["n_features"])
@@ -330,7 +341,10 @@ class StoredIndex:
         if "features" not in self.manifest["files"]:
             raise IndexFileError(str(self.folder / MANIFEST), "the index has no local features (written by an older "
                                                               "hashdup): run `hashdup index` again to add them")
-        ff = FeatureFile.open(self.path("features"), verify=self._verify)
+        try:
+            ff = FeatureFile.open(self.held_path("features"), verify=self._verify)
+        except IndexFileError as e:  # named by the file's own path, not /proc's
+            raise IndexFileError(str(self.path("features")), e.problem) from e
         if ff.n_rows != self.codes.n_rows:
             raise IndexFileError(str(ff.path), f"feature file has {ff.n_rows} images, code file has "
                                                f"{self.codes.n_rows} rows")
