@@ -18,13 +18,15 @@ Methods
       processes as CPUs). Its index and dedup columns are the encode and find seconds the child measured; its total
       is the wall time of the whole subprocess, imports included; its CPU columns are likewise the child's own.
 
-Sets (``--set``, repeatable; both by default)
+Sets (``--set``, repeatable; heldout and tiles by default)
     * ``heldout``: ``bench/neardup_set.py``'s held-out split, 116 originals with 12 edited copies each (1,508
       files), dense in duplicates.
     * ``tiles``: ``bench/tiles_set.py``, ``--n-originals`` distinct 128×96 tiles of the shared photos (2,000 by
       default) and one edited copy of every tenth (2,200 files), sparse in duplicates like a real library.
+    * ``distinct``: the same tiles without their copies (2,000 files, no duplicates at all): what dedup costs per
+      image when there is nothing to find (``dedup_cpu_ms_per_image``).
 
-    Both are built once under ``--out`` and reused while their parameters are unchanged. The table goes to stdout
+    Each is built once under ``--out`` and reused while their parameters are unchanged. The table goes to stdout
     with the ratio ``hashdup / imagededup wall`` of totals, ``nproc`` and the load average before and after;
     ``OUT/dedup_e2e-<set>.json`` holds every figure.
 
@@ -113,16 +115,19 @@ def timed(fn: Callable[[], T]) -> tuple[T, float, float]:
     return out, wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
-def prepare_tiles(out: Path, n_originals: int, seed: int) -> tuple[Path, dict]:
-    """Build the tiles set under ``out/tiles-set``, or reuse it when it was built with the same parameters."""
-    set_dir = out / "tiles-set"
-    want = {"builder_version": TILES_VERSION, "n_originals": n_originals, "seed": seed, "tile": list(TILE)}
+def prepare_tiles(out: Path, n_originals: int, seed: int, copies: bool = True) -> tuple[Path, dict]:
+    """Build the tiles set under ``out/tiles-set`` (``out/distinct-set`` without ``copies``), or reuse it when it was
+    built with the same parameters."""
+    set_dir = out / ("tiles-set" if copies else "distinct-set")
+    copy_every = 10 if copies else n_originals + 1
+    want = {"builder_version": TILES_VERSION, "n_originals": n_originals, "seed": seed, "tile": list(TILE),
+            "copy_every": copy_every}
     stamp = set_dir / "built-with.json"
     if stamp.exists() and json.loads(stamp.read_text()) == want and (set_dir / "images" / "labels.json").exists():
         return set_dir / "images", json.loads((set_dir / "images" / "labels.json").read_text())
     if set_dir.exists():
         shutil.rmtree(set_dir)
-    labels = build_tiles(set_dir / "images", n_originals=n_originals, seed=seed)
+    labels = build_tiles(set_dir / "images", n_originals=n_originals, copy_every=copy_every, seed=seed)
     stamp.write_text(json.dumps(want))
     return set_dir / "images", labels
 
@@ -212,8 +217,8 @@ def run_set(name: str, set_dir: Path, labels: dict, args: argparse.Namespace) ->
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", action="append", choices=["heldout", "tiles"], dest="sets",
-                    help="Set to run (repeatable); both by default.")
+    ap.add_argument("--set", action="append", choices=["heldout", "tiles", "distinct"], dest="sets",
+                    help="Set to run (repeatable); heldout and tiles by default.")
     ap.add_argument("--n-originals", type=int, default=2000, help="Distinct tiles in the tiles set.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
@@ -230,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         if name == "heldout":
             set_dir, labels = prepare_set(args.out, "heldout", args.seed, None)
         else:
-            set_dir, labels = prepare_tiles(args.out, args.n_originals, args.seed)
+            set_dir, labels = prepare_tiles(args.out, args.n_originals, args.seed, copies=name == "tiles")
         print(f"dedup_e2e: {name} set: {len(labels['files'])} files in {set_dir} ({time.perf_counter() - t:.1f} s)",
               file=sys.stderr)
         rec = run_set(name, set_dir, labels, args)

@@ -11,11 +11,14 @@ coarse one.
 
 Stage 2 (decision). The stored descriptors' distance (the smaller of plain and mirrored) at or below ``accept`` — a
 fraction :data:`ACCEPT` of the median distance between random pairs of the index's own images — makes a duplicate;
-other candidates are compared by :class:`hashdup.verify.Verifier` on the local features stored at
-index time (ORB matches, a RANSAC similarity transform, then agreement of the aligned thumbnails), closest first,
-skipping pairs already joined through earlier links, so the features are compared about once per duplicate and a
-few times per other image. Verdicts are kept in the index folder (:mod:`hashdup.io.verdicts`) for the next run. A last pass compares once the groups
-that keep meeting on each other's shortlists (:meth:`PairJudge._merge_groups`). Measured on bench/neardup.py
+other candidates are compared by :class:`hashdup.verify.Verifier` on the local features stored at index time (ORB
+matches, a RANSAC similarity transform, then agreement of the aligned thumbnails), closest first, skipping pairs
+already joined through earlier links, so the features are compared about once per duplicate and a few times per
+other image. The pairs are verified in batches of :data:`SCREEN_BATCH`: :meth:`Verifier.screen
+<hashdup.verify.Verifier.screen>` decides in one compiled pass, on all cores, the pairs that need neither RANSAC nor
+a warp (almost every pair of a folder without duplicates), and :meth:`~hashdup.verify.Verifier.verify` the others.
+Verdicts are kept in the index folder (:mod:`hashdup.io.verdicts`) for the next run. A last pass compares once the
+groups that keep meeting on each other's shortlists (:meth:`PairJudge._merge_groups`). Measured on bench/neardup.py
 (bench/RESULTS.md).
 """
 
@@ -28,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup import bits
-
+from hashdup.index.matching import pair_distances
 from hashdup.io.verdicts import LinkStore, VerdictStore, way_code
 from hashdup.verify import Verdict, Verifier
 
@@ -49,6 +52,8 @@ PART_BITS = 64
 ACCEPT = 0.12
 REJECT = 1.0
 _BLOCK = 65536
+#: Candidate pairs verified together by one call of :meth:`PairJudge.screen`.
+SCREEN_BATCH = 2048
 
 
 def _nearest_per_node(i: NDArray[np.int64], j: NDArray[np.int64], d: NDArray[np.float64], n: int,
@@ -114,6 +119,7 @@ class PairJudge:
         self._hashes: list[bytes] | None = None
         self._new_links: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         self._whole: set[tuple[int, int]] = set()  # verified pairs accepted as the whole frame
+        self._screened: dict[tuple[int, int], Verdict] = {}  # decided by Verifier.screen, not yet asked
         self.verified = 0  # pairs whose features were compared by this judge (not taken from stored verdicts)
         self._shortlisted: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]] = []
 
@@ -264,19 +270,16 @@ class PairJudge:
             parent[find(a)] = find(b)
         linked = list(np.flatnonzero(cheap))
         band = band[np.argsort(d[band], kind="stable")].tolist()
-
-        def unjoined() -> Iterator[tuple[int, int, int]]:  # pulled lazily: joins made so far are known
-            for n, e in enumerate(band):
+        for start in range(0, len(band), SCREEN_BATCH):  # screened a batch at a time: joins made so far are known
+            batch = band[start : start + SCREEN_BATCH]
+            self.screen([(int(ci[e]), int(cj[e])) for e in batch if find(int(ci[e])) != find(int(cj[e]))])
+            for n, e in enumerate(batch, start):
                 a, b = int(ci[e]), int(cj[e])
-                if find(a) != find(b):
-                    yield n, a, b
-
-        for n, a, b in unjoined():
-            if find(a) != find(b) and self.same(a, b):
-                parent[find(a)] = find(b)
-                linked.append(band[n])
-            if self.progress is not None:
-                self.progress("verifying", n + 1, len(band))
+                if find(a) != find(b) and self.same(a, b):
+                    parent[find(a)] = find(b)
+                    linked.append(e)
+                if self.progress is not None:
+                    self.progress("verifying", n + 1, len(band))
         if self.progress is not None and band:
             self.progress("verifying", len(band), len(band))
         for e in np.flatnonzero(cheap).tolist():
@@ -375,16 +378,12 @@ class PairJudge:
             V, Vm = self.X, self.Xm
         else:  # the view of every image, computed once
             if id(view) not in self._view_rows:
-                self._view_rows[id(view)] = (np.asarray(view(self.X), dtype=np.float32),
-                                             None if self.Xm is None else np.asarray(view(self.Xm), dtype=np.float32))
+                self._view_rows[id(view)] = (  # contiguous: pair_distances would copy a strided view per call
+                    np.ascontiguousarray(view(self.X), dtype=np.float32),
+                    None if self.Xm is None else np.ascontiguousarray(view(self.Xm), dtype=np.float32))
             V, Vm = self._view_rows[id(view)]
-        vi = V[i]
-        diff = vi - V[j]
-        plain = np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
-        if Vm is None:
-            return plain, None
-        diff = np.subtract(vi, Vm[j], out=diff)
-        return plain, np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
+        plain = pair_distances(V, V, i, j)
+        return plain, (None if Vm is None else pair_distances(V, Vm, i, j))
 
     def _pair(self, i: int, j: int) -> tuple[float, float]:
         """(plain, mirrored) descriptor distance of ``i < j`` (mirrored = plain without mirroring)."""
@@ -453,21 +452,42 @@ class PairJudge:
             return "metric"
         return _geometric(self.verdict(i, j))
 
-    def verdict(self, i: int, j: int) -> Verdict:
-        """The verification of the pair ``i < j`` from the stored features, or from the stored verdicts when the
-        same two files were compared before under the same settings."""
-        mirrored = self._mirrored(i, j)
+    def screen(self, pairs: list[tuple[int, int]]) -> None:
+        """Verify in one batch (:meth:`Verifier.screen`) the pairs ``i < j`` of ``pairs`` that :meth:`how` would
+        send to the verifier and no stored verdict answers; the pairs it decides are then answered from memory."""
+        if not self.verify or not pairs:
+            return
+        self._open_verdicts()
+        asked = []
+        for i, j in pairs:
+            if ((i, j) in self._decided or (i, j) in self._screened or (i, j) in self.identical
+                    or self.distance(i, j) <= self.accept):
+                continue
+            mirrored = self._mirrored(i, j)
+            if self._verdicts.get(self._hashes[i], self._hashes[j], way_code(mirrored)) is None:
+                asked.append((i, j, mirrored))
+        for (i, j, _), v in zip(asked, self.verifier.screen(asked), strict=True):
+            if v is not None:
+                self._screened[(i, j)] = v
+
+    def _open_verdicts(self) -> None:
         if self._verdicts is None:
             self._verdicts = VerdictStore(self.index.stored.folder, self.verification_settings())
             self._hashes = [bytes.fromhex(r.blake2b) for r in self.index.stored.catalogue.records()
                             if r.id is not None]
+
+    def verdict(self, i: int, j: int) -> Verdict:
+        """The verification of the pair ``i < j`` from the stored features, or from the stored verdicts when the
+        same two files were compared before under the same settings."""
+        mirrored = self._mirrored(i, j)
+        self._open_verdicts()
         key = (self._hashes[i], self._hashes[j], way_code(mirrored))
         known = self._verdicts.get(*key)
         if known is not None:
             same, way, reason, inliers, r_ncc, overlap = known
             v = Verdict(same, inliers, r_ncc, overlap, way, reason)
         else:
-            v = self.verifier.verify(i, j, mirrored)
+            v = self._screened.pop((i, j), None) or self.verifier.verify(i, j, mirrored)
             self.verified += 1
             self._verdicts.put(*key, (v.same, v.mirrored, v.reason, v.inliers, v.ncc, v.overlap))
         if v.same and v.inliers == 0:  # accepted by the whole-frame comparison

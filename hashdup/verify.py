@@ -22,15 +22,18 @@ M. A. Fischler and R. C. Bolles, "Random sample consensus", Communications of th
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 from numpy.typing import NDArray
 
 from hashdup.descriptors.local import opencv
+from hashdup.extract import default_workers
+from hashdup.index import _match_kernels as kernels
+from hashdup.index._match_kernels import _photometric_scores, _screen
 from hashdup.index.matching import match_binary
 from hashdup.io.featurefile import LocalFeatures
 
@@ -140,11 +143,14 @@ class Verifier:
         image is compared as the whole frame (mirrored and resized, recompressed, recoloured), not as a crop.
     cache_size : int, default 4096
         Band-passed thumbnails kept in memory (about 35 KB each).
+    threads : int, optional
+        Threads of :meth:`screen` (default: the CPU cores this process may use); verdicts do not depend on it.
     """
 
     def __init__(self, features: Callable[[int], LocalFeatures], frame: int, *, min_inliers: int = 8,
                  min_ncc: float = 0.8, min_blocks: float = 0.7, min_overlap: float = 0.85, max_rotation: float = 20.0,
-                 max_ratio: float = 0.85, mirror: bool = True, cache_size: int = 4096) -> None:
+                 max_ratio: float = 0.85, mirror: bool = True, cache_size: int = 4096,
+                 threads: int | None = None) -> None:
         self.features = features
         self.frame = int(frame)
         self.min_inliers = int(min_inliers)
@@ -155,6 +161,7 @@ class Verifier:
         self.max_ratio = float(max_ratio)
         self.mirror = bool(mirror)
         self.cache_size = int(cache_size)
+        self.threads = default_workers() if threads is None else max(1, int(threads))
         self._cache: OrderedDict[int, tuple[LocalFeatures, NDArray[np.float32]]] = OrderedDict()
 
     def settings(self) -> dict[str, Any]:
@@ -184,16 +191,74 @@ class Verifier:
         (fi, bi), (fj, bj) = self._prepared(i), self._prepared(j)
         return self.compare(fi, fj, mirrored, bi, bj)
 
+    def screen(self, pairs: Sequence[tuple[int, int, bool | None]]) -> list[Verdict | None]:
+        """:meth:`verify` of many pairs ``(i, j, mirrored)`` at once, as far as it goes without RANSAC or a warp.
+
+        One compiled pass (:func:`hashdup.index._match_kernels._screen`) takes each pair through the steps of
+        :meth:`compare` in their order: the whole-frame pixel comparison of two frames of the same shape, then the
+        descriptor matches and the gate. It decides the pairs that those steps decide (an acceptance, with the
+        verdict :meth:`verify` gives, or a rejection, with the reason of the plain way) and returns None for the
+        others (matches through the gate, or frames of the same aspect but another size), which :meth:`verify`
+        then decides. A folder without duplicates has almost only pairs of the first kind: their Python work is
+        done once per batch instead of once per pair.
+        """
+        if not pairs:
+            return []
+        ids = sorted({x for i, j, _ in pairs for x in (i, j)})
+        row = {x: r for r, x in enumerate(ids)}
+        with ThreadPoolExecutor(self.threads) as pool:  # OpenCV and the kernel release the GIL
+            missing = [x for x in ids if x not in self._cache]
+            for x, item in zip(missing, pool.map(self._prepare, missing), strict=True):
+                self._remember(x, item)
+            prepared = [self._prepared(x) for x in ids]
+            kp = np.zeros(len(ids) + 1, dtype=np.int64)
+            kp[1:] = np.cumsum([len(f.descriptors) for f, _ in prepared])
+            words = np.zeros((int(kp[-1]), 4), dtype=np.uint64)
+            band_off = np.zeros(len(ids) + 1, dtype=np.int64)
+            band_off[1:] = np.cumsum([b.size for _, b in prepared])
+            bands = np.empty(int(band_off[-1]), dtype=np.float32)
+            shapes = np.empty((len(ids), 4), dtype=np.int64)
+            blocks = np.empty(len(ids), dtype=np.int64)
+            for r, (f, b) in enumerate(prepared):
+                if len(f.descriptors):
+                    words[kp[r] : kp[r + 1]] = np.asarray(f.descriptors).view(np.uint64)
+                bands[band_off[r] : band_off[r + 1]] = b.reshape(-1)
+                shapes[r] = (*f.frame_shape, *b.shape)
+                blocks[r] = max(4, round(16 * max(b.shape) / self.frame))
+            pi = np.array([row[i] for i, _, _ in pairs], dtype=np.int64)
+            pj = np.array([row[j] for _, j, _ in pairs], dtype=np.int64)
+            ways = np.array([2 if len(w) == 2 else int(w[0]) for w in (self.ways(m) for _, _, m in pairs)],
+                            dtype=np.int64)
+
+            def run(part: slice) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+                return _screen(words, kp, bands, band_off, shapes, blocks, pi[part], pj[part], ways[part],
+                               self.min_inliers, self.max_ratio, GATE_BITS, GATE_MATCHES, self.min_ncc,
+                               self.min_blocks, BLOCK_AGREE)
+
+            step = -(-len(pairs) // (4 * self.threads))
+            parts = list(pool.map(run, [slice(a, a + step) for a in range(0, len(pairs), step)]))
+        outcome = np.concatenate([o for o, _ in parts])
+        corr = np.concatenate([c for _, c in parts])
+        return [_SCREENED[o](c) if o else None for o, c in zip(outcome.tolist(), corr.tolist(), strict=True)]
+
     def _prepared(self, i: int) -> tuple[LocalFeatures, NDArray[np.float32]]:
         """Image ``i``'s features and band-passed thumbnail, cached (an image takes part in several pairs)."""
         item = self._cache.get(i)
         if item is None:
-            feats = self.features(i)
-            item = self._cache[i] = (feats, band_pass(np.asarray(feats.thumb), self.frame))
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            item = self._remember(i, self._prepare(i))
         else:
             self._cache.move_to_end(i)
+        return item
+
+    def _prepare(self, i: int) -> tuple[LocalFeatures, NDArray[np.float32]]:
+        feats = self.features(i)
+        return feats, band_pass(np.asarray(feats.thumb), self.frame)
+
+    def _remember(self, i: int, item: tuple[LocalFeatures, NDArray[np.float32]]
+                  ) -> tuple[LocalFeatures, NDArray[np.float32]]:
+        self._cache[i] = item
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
         return item
 
     def compare(self, a: LocalFeatures, b: LocalFeatures, mirrored: bool | None = None,
@@ -261,7 +326,7 @@ class Verifier:
 
 #: Bumped whenever the verification changes in a way its parameters do not show (a constant, the band-pass, the
 #: order of the steps): stored verdicts of an older verification are then not reused.
-VERIFY_VERSION = 1
+VERIFY_VERSION = 2
 #: The gate before geometry: a pair needs at least GATE_MATCHES matches within GATE_BITS bits (of 256) to reach
 #: RANSAC. Calibrated on bench/neardup.py dev: every pair accepted through its features there had 4 or more such
 #: matches, and 97 % of the rejected pairs that had enough matches for RANSAC (1,245 of 1,281) had fewer than 2.
@@ -271,64 +336,16 @@ GATE_MATCHES = 2
 BLOCK_AGREE = 0.7
 
 
-@njit(cache=True, nogil=True)
-def _photometric_scores(a, b, block, agree):  # pragma: no cover - compiled
-    """One pass over two float32 images, ``b`` NaN outside the overlap: the number of valid pixels, their
-    correlation (as :func:`ncc` on ``a[valid]``, ``b[valid]``) and the fraction of agreeing textured blocks (as
-    :func:`block_agreement`), in float64 sums."""
-    h, w = a.shape
-    n = 0
-    sa = sb = saa = sbb = sab = 0.0
-    for y in range(h):
-        for x in range(w):
-            vb = b[y, x]
-            if vb == vb:  # not NaN
-                va = np.float64(a[y, x])
-                vb = np.float64(vb)
-                n += 1
-                sa += va
-                sb += vb
-                saa += va * va
-                sbb += vb * vb
-                sab += va * vb
-    r = 0.0
-    if n > 0:
-        da, db = saa - sa * sa / n, sbb - sb * sb / n
-        if da > 0 and db > 0:
-            den = np.sqrt(da * db)
-            if den > 1e-9:
-                r = (sab - sa * sb / n) / den
-    m = block * block
-    textured = 0
-    agreeing = 0
-    for by in range(h // block):
-        for bx in range(w // block):
-            ok = True
-            ba = bb = baa = bbb = bab = 0.0
-            for y in range(by * block, (by + 1) * block):
-                for x in range(bx * block, (bx + 1) * block):
-                    vb = b[y, x]
-                    if vb != vb:
-                        ok = False
-                        break
-                    va = np.float64(a[y, x])
-                    vb = np.float64(vb)
-                    ba += va
-                    bb += vb
-                    baa += va * va
-                    bbb += vb * vb
-                    bab += va * vb
-                if not ok:
-                    break
-            if not ok:
-                continue
-            va_ = max(baa - ba * ba / m, 0.0)
-            vb_ = max(bbb - bb * bb / m, 0.0)
-            if np.sqrt(va_) > 0.1 * block and np.sqrt(vb_) > 0.1 * block:  # flat blocks say nothing
-                textured += 1
-                if (bab - ba * bb / m) / np.sqrt(va_ * vb_) >= agree:
-                    agreeing += 1
-    return n, r, (agreeing / textured if textured >= 8 else 0.0)
+#: The verdict of each decided outcome of :meth:`Verifier.screen`, from the correlation of the accepting comparison.
+_SCREENED: dict[int, Callable[[float], Verdict]] = {
+    kernels.SAME_PLAIN: lambda r: Verdict(True, 0, r, 1.0, False, ""),
+    kernels.SAME_MIRRORED: lambda r: Verdict(True, 0, r, 1.0, True, ""),
+    kernels.FEW_KEYPOINTS: lambda r: Verdict(False, reason="too few keypoints"),
+    kernels.FEW_MATCHES: lambda r: Verdict(False, reason="too few matches"),
+    kernels.FEW_CLOSE: lambda r: Verdict(False, reason="too few close matches"),
+    kernels.MIRRORED_NOT_WHOLE: lambda r: Verdict(False, mirrored=True, reason="mirrored, not the whole frame"),
+    kernels.PIXELS_DIFFER: lambda r: Verdict(False, reason="pixels differ"),
+}
 
 
 #: RANSAC settings of :func:`ransac_similarity` (part of :meth:`Verifier.settings`).

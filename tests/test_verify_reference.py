@@ -12,6 +12,7 @@ from PIL import ImageOps
 
 from hashdup.index.matching import match_binary
 from hashdup.verify import Verifier, _photometric_scores, block_agreement, ncc
+
 from .reference_verify import ReferenceVerifier, band_pass
 from .test_verify import EDITS, EXTRACTOR, PHOTOS, SKIMAGE, features, photo, save, tile
 
@@ -104,3 +105,52 @@ def test_compiled_and_reference_verdicts_agree(pairs):
     assert disagreements == []
     assert wrong == []
 
+
+
+def test_screen_decides_pairs_as_verify_does(pairs):
+    """Verifier.screen, the batched compiled pass of dedup, gives verify's verdict on every pair it decides, each
+    way round, and decides both acceptances (whole frames, plain and mirrored) and rejections by itself."""
+    feats = [features(p) for _, a, b, _ in pairs for p in (a, b)]
+    asked = [(2 * n, 2 * n + 1, way) for n in range(len(pairs)) for way in (None, False, True)]
+    for threads in (1, 2):
+        verifier = Verifier(feats.__getitem__, EXTRACTOR.frame, threads=threads)
+        screened = verifier.screen(asked)
+        decided = {"same": 0, "mirrored": 0, "different": 0}
+        for (i, j, way), got in zip(asked, screened, strict=True):
+            if got is None:
+                continue
+            full = verifier.verify(i, j, way)
+            assert (got.same, got.same and got.mirrored) == (full.same, full.same and full.mirrored), \
+                (pairs[i // 2][0], way, got, full)
+            decided["different" if not got.same else "mirrored" if got.mirrored else "same"] += 1
+        assert min(decided.values()) > 0, decided
+        assert sum(v is None for v in screened) > 0  # pairs that need RANSAC are left to verify
+
+
+def test_close_rows_bounds_the_close_matches():
+    from hashdup.index._match_kernels import _close_rows
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        a = rng.integers(0, 256, (int(rng.integers(1, 120)), 32), dtype=np.uint8)
+        b = rng.integers(0, 256, (int(rng.integers(1, 120)), 32), dtype=np.uint8)
+        k = int(rng.integers(0, min(len(a), len(b)) + 1))
+        b[:k] = a[:k] ^ (rng.random((k, 32)) < 0.02) * rng.integers(1, 256, (k, 32), dtype=np.uint8)
+        d = np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=2).sum(axis=2)
+        rows = int((d.min(axis=1) <= 48).sum())
+        assert _close_rows(a.view(np.uint64), b.view(np.uint64), 48, 10**6) == rows
+        assert _close_rows(a.view(np.uint64), b.view(np.uint64), 48, 2) == min(rows, 2)
+        _, _, dist = match_binary(a, b, max_ratio=0.85, return_distance=True)
+        assert int((dist <= 48).sum()) <= rows
+
+
+def test_pair_distances_are_numpy_norms():
+    from hashdup.index.matching import pair_distances
+
+    rng = np.random.default_rng(4)
+    A, B = rng.standard_normal((50, 37)).astype(np.float32), rng.standard_normal((60, 37)).astype(np.float32)
+    i, j = rng.integers(0, 50, 300), rng.integers(0, 60, 300)
+    want = np.linalg.norm(A[i].astype(np.float64) - B[j].astype(np.float64), axis=1)
+    assert np.allclose(pair_distances(A, B, i, j), want, rtol=1e-12, atol=0)
+    with pytest.raises(IndexError):
+        pair_distances(A, B, np.array([50]), np.array([0]))
