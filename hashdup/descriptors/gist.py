@@ -7,7 +7,6 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import scipy.fft
 from numba import njit
 from numpy.typing import NDArray
 
@@ -173,6 +172,8 @@ class Gist:
 
         The Gaussian low-pass is real and even, so both filterings use real-input FFTs.
         """
+        import scipy.fft  # here, not at the top: opening an index (dedup, info) never runs a transform
+
         w = 5
         img = np.log1p(gray.astype(np.float32))
         img = np.pad(img, ((0, 0), (w, w), (w, w)), mode="symmetric")
@@ -202,6 +203,8 @@ class Gist:
         gray = gray - lo
         hi = gray.max(axis=(1, 2), keepdims=True)
         gray = np.where(hi > 0, gray * (255.0 / np.where(hi > 0, hi, 1.0)), 0.0).astype(np.float32)
+        import scipy.fft
+
         pre = self.prefilter(gray)
         b = self.boundary
         padded = np.pad(pre, ((0, 0), (b, b), (b, b)), mode="symmetric")
@@ -247,6 +250,8 @@ class Gist:
         over the lines that survive the crop of the ``boundary``. The results equal the full computation up to
         float32 rounding (checked against it in ``tests/test_extract.py``).
         """
+        import scipy.fft
+
         S, b, B = self.image_size, self.boundary, self.blocks
         n = S + 2 * b
         by_axis = (spectrum, np.ascontiguousarray(spectrum.T))
