@@ -124,6 +124,22 @@ def score(predicted: set[Pair], files: dict[str, dict]) -> dict[str, Any]:
             "n_true": n_true, "fp_same_source": fp_same_source, "per_kind": per_kind}
 
 
+def keeper_accuracy(groups: Iterable[list[str]], files: dict[str, dict]) -> dict[str, Any]:
+    """Of the groups that contain an original (``kind == "original"``), the fraction whose keeper (each group's
+    first name) is that original, and what was kept instead (edit kind -> count)."""
+    hits, total, instead = 0, 0, defaultdict(int)
+    for g in groups:
+        if not any(files[n]["kind"] == "original" for n in g):
+            continue
+        total += 1
+        kind = files[g[0]]["kind"]
+        hits += kind == "original"
+        if kind != "original":
+            instead[kind] += 1
+    return {"keeper_original": hits / total if total else float("nan"), "groups_with_original": total,
+            "kept_instead": dict(sorted(instead.items()))}
+
+
 def _names(paths: Iterable[str], set_dir: Path, cwd: Path) -> list[str]:
     """File names relative to ``set_dir`` of paths that are relative to ``cwd`` or absolute."""
     root = os.path.realpath(set_dir)
@@ -148,7 +164,8 @@ def run_hashdup(set_dir: Path, work: Path, index_args: list[str], dedup_args: li
     Returns
     -------
     (groups, index_s, dedup_s, index_dir)
-        Groups as lists of file names under ``set_dir``, the seconds each command took, and the index used.
+        Groups as lists of file names under ``set_dir``, the keeper first, the seconds each command took, and the
+        index used.
     """
     exe = hashdup_exe()
     index_s = 0.0
@@ -162,7 +179,8 @@ def run_hashdup(set_dir: Path, work: Path, index_args: list[str], dedup_args: li
     res = subprocess.run([*exe, "dedup", "--index", str(index_dir), *dedup_args], cwd=work, check=True,
                          capture_output=True, text=True)
     dedup_s = time.perf_counter() - t
-    groups = [_names(g["paths"], set_dir, work) for g in json.loads(res.stdout)]
+    groups = [_names([g["keep"]] + [p for p in g["paths"] if p != g["keep"]], set_dir, work)
+              for g in json.loads(res.stdout)]
     return groups, index_s, dedup_s, index_dir
 
 
@@ -314,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
             built[key] = idx
             label = "hashdup" + (f" [{index_opts.strip()} | {dedup_opts.strip()}]" if index_opts or dedup_opts
                                  else " defaults")
-            rows.append(_row(label, "-", pairs_from_groups(groups), index_s + dedup_s, files))
+            rows.append({**_row(label, "-", pairs_from_groups(groups), index_s + dedup_s, files),
+                         **keeper_accuracy(groups, files)})
             print(f"neardup: {label}: index {index_s:.1f} s, dedup {dedup_s:.1f} s", file=sys.stderr)
     if not args.skip_baselines:
         for runner in (lambda: run_imagededup(set_dir), lambda: run_imagehash(set_dir, names)):
@@ -329,6 +348,10 @@ def main(argv: list[str] | None = None) -> None:
     path = args.out / f"neardup-{args.split}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(table(rows if args.all_rows else shown(rows)))
+    for r in rows:
+        if "keeper_original" in r:
+            print(f"{r['method']}: the keeper is the original in {r['keeper_original']:.3f} of the "
+                  f"{r['groups_with_original']} groups that contain it; kept instead: {r['kept_instead'] or 'none'}")
     print(f"neardup: wrote {path}", file=sys.stderr)
 
 

@@ -13,7 +13,7 @@ import click
 from hashdup._cli_common import _emit, _open, _say, format_options, index_option, quiet_option
 
 
-KEEP_POLICIES = ["resolution", "size", "oldest", "newest", "path"]  # hashdup.dedup.KEEP_POLICIES, kept here for --help
+KEEP_POLICIES = ["original", "resolution", "size", "oldest", "newest", "path"]  # hashdup.dedup.KEEP_POLICIES, kept here for --help
 LINKAGES = ["star", "single", "complete"]  # hashdup.dedup.LINKAGES, default first
 DEDUP_ACTIONS = ["list", "move", "symlink", "hardlink", "delete"]  # hashdup.actions.ACTIONS
 
@@ -28,9 +28,10 @@ def group_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--linkage", type=click.Choice(LINKAGES), default="star", show_default=True,
                      help="star: every member is a duplicate of the group's keeper; single: connected pairs (chains "
                           "can join unrelated images); complete: every member a duplicate of every other.")(f)
-    f = click.option("--keep", type=click.Choice(KEEP_POLICIES), default="resolution", show_default=True,
-                     help="The image of each group that is kept: most pixels (then largest file, then oldest), "
-                          "largest file, oldest or newest file, first path.")(f)
+    f = click.option("--keep", type=click.Choice(KEEP_POLICIES), default="original", show_default=True,
+                     help="The image of each group that is kept: the one the others were derived from (full size, "
+                          "central among the group's descriptors, best encoding, not named a copy, oldest); most "
+                          "pixels (then largest file, then oldest); largest file; oldest or newest file; first path.")(f)
     return click.option("--radius", type=click.IntRange(min=0), default=None,
                         help="Hamming radius of the candidate pairs [default: 10/64 of the code length when "
                              "verifying; 3/64 with --no-verify, where it decides alone].")(f)

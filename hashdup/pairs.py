@@ -398,6 +398,11 @@ class PairJudge:
         a, b = np.minimum(i, js), np.maximum(i, js)
         return self._distances(a, b) if len(js) else np.zeros(0)
 
+    def plain_distances(self, i: int, js: Iterable[int]) -> NDArray[np.float64]:
+        """Descriptor distances from ``i`` to each of ``js`` as the images are (not mirror-aware)."""
+        js = np.asarray(list(js), dtype=np.int64)
+        return pair_distances(self.X, self.X, np.full(len(js), i, dtype=np.int64), js)
+
     def distance(self, i: int, j: int) -> float:
         """Descriptor distance of two images (the smaller of plain and mirrored, when mirroring)."""
         return min(self._pair(i, j))

@@ -12,6 +12,7 @@ import shutil
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -108,6 +109,7 @@ def _oracle_keeper(members, policy):
     """The keeper by the policy's written definition: filter to the best value of each criterion in turn."""
     criteria = {
         "resolution": [lambda m: -m.pixels, lambda m: -m.size, lambda m: m.mtime_ns],
+        "original": [lambda m: -m.pixels, lambda m: -m.size, lambda m: m.mtime_ns],  # without descriptors
         "size": [lambda m: -m.size, lambda m: -m.pixels, lambda m: m.mtime_ns],
         "oldest": [lambda m: m.mtime_ns, lambda m: -m.pixels, lambda m: -m.size],
         "newest": [lambda m: -m.mtime_ns, lambda m: -m.pixels, lambda m: -m.size],
@@ -135,6 +137,78 @@ def test_keeper_policy_matches_its_definition(policy):
         assert sorted(ordered, key=lambda m: m.id) == sorted(members, key=lambda m: m.id)
 
 
+def _jpeg(path: Path, px: np.ndarray, quality: int) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(px).save(path, "JPEG", quality=quality)
+    return path
+
+
+def test_encoding_fidelity_reads_jpeg_quality_from_the_header(tmp_path):
+    from PIL import Image
+
+    from hashdup.io.images import encoding_fidelity
+
+    px = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for q in (20, 50, 75, 90, 97):
+        assert encoding_fidelity(_jpeg(tmp_path / f"q{q}.jpg", px, q)) == pytest.approx(q, abs=1)
+    Image.fromarray(px).save(tmp_path / "a.png")
+    assert encoding_fidelity(tmp_path / "a.png") == 100
+    (tmp_path / "b.jpg").write_bytes(b"not an image")
+    assert encoding_fidelity(tmp_path / "b.jpg") == 0 and encoding_fidelity(tmp_path / "missing.jpg") == 0
+
+
+def test_original_keeper_is_full_size_central_best_encoded_not_a_copy_and_oldest(tmp_path):
+    """Each rule of hashdup.dedup.original_keeper decides one case, with descriptors given as points."""
+    from hashdup.dedup import original_keeper
+
+    px = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    made = {}
+
+    def m(i, name, point, quality=90, pixels=(64, 48), mtime=10, size=1000):
+        path = tmp_path / name
+        if quality == 100:
+            from PIL import Image
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(px).save(path)
+        else:
+            _jpeg(path, px, quality)
+        made[i] = np.asarray(point, dtype=float)
+        return Member(i, name, str(path), size, mtime, "h", pixels[0], pixels[1], "JPEG")
+
+    def dist(i, js):
+        return np.array([np.linalg.norm(made[i] - made[j]) for j in js])
+
+    def keeper(*members):
+        return original_keeper(list(members), dist).path
+
+    o = {"point": (0, 0)}
+    # a crop has fewer pixels; a far edit (brightness) is not central even with the best encoding and oldest
+    assert keeper(m(0, "o.jpg", **o), m(1, "crop.jpg", (0.1, 0), pixels=(40, 30), mtime=1),
+                  m(2, "bright.jpg", (5, 0), quality=98, mtime=1), m(3, "text.jpg", (0, 5), mtime=1)) == "o.jpg"
+    # central copies that differ only by their encoding: the best JPEG quality
+    assert keeper(m(0, "o.jpg", quality=95, mtime=9, **o), m(1, "q60.jpg", (0.05, 0), quality=60, mtime=1),
+                  m(2, "q90.jpg", (0, 0.05), quality=90, mtime=1), m(3, "far.jpg", (3, 3))) == "o.jpg"
+    # a lossless conversion next to the JPEG it was made from is not the original
+    assert keeper(m(0, "o.jpg", quality=90, mtime=9, **o), m(1, "o.png", (0, 0), quality=100, mtime=1)) == "o.jpg"
+    # the same picture at the same quality: not the one named a copy, then the older
+    assert keeper(m(0, "copies/o.jpg", mtime=1, **o), m(1, "photos/o.jpg", mtime=9, **o)) == "photos/o.jpg"
+    assert keeper(m(0, "a (1).jpg", mtime=1, **o), m(1, "a.jpg", mtime=9, **o)) == "a.jpg"
+    assert keeper(m(0, "b.jpg", mtime=5, **o), m(1, "a.jpg", mtime=9, **o)) == "b.jpg"
+
+
+def test_default_keeper_is_the_original_photo_not_a_copy(lib):
+    """sample_data: every planted copy (a re-encode, a downscale, a crop, an EXIF-turned copy, a PNG conversion, a
+    byte-identical copy) is in copies/, every original in photos/; the copies are the older files here. Before the
+    "original" policy, the EXIF-turned copy, the PNG and the byte-identical copy were kept."""
+    _, _, idx = lib
+    groups = groups_of(idx)
+    assert len(groups) == 7
+    assert [g["keep"] for g in groups if not g["keep"].startswith("imgs/photos/")] == []
+
+
 def test_keep_policies_in_cli_output(lib):
     _, images, idx = lib
     from PIL import Image
@@ -145,7 +219,7 @@ def test_keep_policies_in_cli_output(lib):
 
     groups = groups_of(idx)
     assert len(groups) == 7 and all(g["keep"] in g["paths"] for g in groups)  # the 7 planted groups
-    for g in groups:  # default "resolution": most pixels, then the largest file
+    for g in groups_of(idx, "--keep", "resolution"):  # most pixels, then the largest file
         best = max(g["paths"], key=lambda p: (pixels(p), os.path.getsize(p)))
         assert g["keep"] == best
     assert all(g["keep"].startswith("imgs/copies/") for g in groups_of(idx, "--keep", "oldest"))

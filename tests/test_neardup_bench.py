@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -197,3 +198,18 @@ def test_hashdup_cli_output_maps_back_to_labelled_names(tiny: tuple[Path, dict],
     s = neardup.score(neardup.pairs_from_groups(groups), labels["files"])
     assert s["n_predicted"] == sum(len(g) * (len(g) - 1) // 2 for g in groups)
     assert s["tp"] > 0
+
+
+def test_keeper_accuracy_counts_groups_with_their_original_first() -> None:
+    acc = neardup.keeper_accuracy([["a0", "a1", "a2"], ["b1", "b0"], ["a1", "a2"]], TOY_FILES)
+    assert acc == {"keeper_original": 0.5, "groups_with_original": 2, "kept_instead": {"jpeg": 1}}
+    assert neardup.keeper_accuracy([["a1", "a2"]], TOY_FILES)["groups_with_original"] == 0
+
+
+def test_run_hashdup_lists_each_keeper_first(tiny: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = tiny
+    groups, _, _, index_dir = neardup.run_hashdup(out, tmp_path, [], [])
+    res = subprocess.run([*neardup.hashdup_exe(), "dedup", "--index", str(index_dir)], cwd=tmp_path, check=True,
+                         capture_output=True, text=True)
+    keepers = {Path(g["keep"]).name for g in json.loads(res.stdout)}
+    assert groups and {g[0] for g in groups} == keepers
