@@ -2,7 +2,7 @@
 
 :func:`plan` turns groups into one :class:`Step` per duplicate (never a keeper), :func:`check` refuses a file that
 changed since it was indexed, :func:`apply` acts and journals every change in a manifest, :func:`undo` reverses
-the moves and links a manifest records.
+the moves, links and deletes (to the trash, :mod:`hashdup.io.trash`) a manifest records.
 
 Safety rules, in one place:
 
@@ -29,11 +29,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
+from hashdup.io import trash
 from hashdup.io.atomic import file_digest, fsync_dir
-from hashdup.io.manifest import (FORMAT, VERSION, Journal, ManifestError, prune, read_manifest, replace_with_link,
-                                 restore, transfer, unchanged)
+from hashdup.io.manifest import (
+    FORMAT,
+    VERSION,
+    Journal,
+    ManifestError,
+    default_manifest,  # noqa: F401 - part of this module's interface (hashdup.cli)
+    prune,
+    read_manifest,
+    replace_with_link,
+    restore,
+    transfer,
+    unchanged,
+)
 from hashdup.io.manifest import backup as make_backup
-from hashdup.io.manifest import default_manifest  # noqa: F401 - part of this module's interface (hashdup.cli)
 from hashdup.io.walk import display_path
 
 if TYPE_CHECKING:
@@ -44,7 +55,7 @@ ACTIONS: tuple[str, ...] = ("list", "move", "symlink", "hardlink", "delete")
 DESTRUCTIVE: tuple[str, ...] = ("move", "symlink", "hardlink", "delete")
 LINKS: tuple[str, ...] = ("symlink", "hardlink")
 PAST = {"move": "moved", "symlink": "replaced by symbolic links", "hardlink": "replaced by hard links",
-        "delete": "deleted"}
+        "delete": "moved to the trash", "delete --permanent": "deleted permanently"}
 
 
 @dataclass
@@ -53,6 +64,7 @@ class Step:
 
     ``target`` is the move destination, or the keeper for links, None for deletes. ``size``, ``mtime_ns`` (ns since
     the epoch) and ``blake2b`` (hex) are what the catalogue recorded for the duplicate, ``keeper_*`` for the keeper.
+    ``trash`` is, for a delete into the trash, ``[path in the trash, its .trashinfo]`` (:mod:`hashdup.io.trash`).
     """
 
     group: int
@@ -70,11 +82,14 @@ class Step:
     reason: str | None = None
     backup: str | None = None
     link: list[int] | None = None
+    trash: list[str | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """``{"group", "action", "path", "keep", "target", "status", "reason"}`` with display paths."""
+        """``{"group", "action", "path", "keep", "target", "status", "reason"}`` with display paths; the target of a
+        file moved to the trash is its path there."""
+        target = self.trash[0] if self.trash and self.status in ("done", "started") else self.target
         return {"group": self.group, "action": self.action, "path": display_path(self.path),
-                "keep": display_path(self.keeper), "target": None if self.target is None else display_path(self.target),
+                "keep": display_path(self.keeper), "target": None if target is None else display_path(target),
                 "status": self.status, "reason": self.reason}
 
 
@@ -189,8 +204,15 @@ def preview(steps: Sequence[Step]) -> list[Step]:
     return list(steps)
 
 
+def _trashed(step: Step) -> trash.Trashed:
+    assert step.trash is not None and step.trash[0] is not None
+    return trash.Trashed(step.trash[0], step.trash[1])
+
+
 def _act(step: Step, backup: str | None) -> None:
-    if step.action == "delete":
+    if step.action == "delete" and step.trash is not None:
+        trash.commit(step.path, _trashed(step))
+    elif step.action == "delete":
         os.unlink(step.path)
     elif step.action == "move":
         assert step.target is not None
@@ -213,7 +235,7 @@ def _error(e: OSError) -> str:
     return f"{e.strerror or e}{where}"
 
 
-def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None = None,
+def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None = None, permanent: bool = False,
           on_step: Any = None) -> list[Step]:
     """Check and apply each step, journalling it in a new manifest; returns the steps with their outcome.
 
@@ -225,6 +247,9 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
         The manifest to create (refused if it exists); backups of linked files go to ``manifest + ".files"``.
     index, dest : str
         Recorded in the manifest's header.
+    permanent : bool
+        Deletes unlink the files; by default they are moved to the trash (:mod:`hashdup.io.trash`), from which
+        :func:`undo` (or the desktop) restores them.
     on_step : callable, optional
         Called with each step once it has its outcome.
 
@@ -237,8 +262,10 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
     actions = {s.action for s in steps}
     if len(actions) > 1:
         raise ValueError(f"steps mix actions {sorted(actions)}")
-    header = {"format": FORMAT, "version": VERSION, "index": os.path.abspath(index), "action": next(iter(actions), None),
-              "dest": dest and os.path.abspath(dest), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    action = next(iter(actions), None)
+    header = {"format": FORMAT, "version": VERSION, "index": os.path.abspath(index), "action": action,
+              "dest": dest and os.path.abspath(dest), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "permanent": bool(permanent and action == "delete")}
     journal = Journal(manifest, header)
     keepers: dict[str, Any] = {}
     try:
@@ -253,6 +280,16 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
                     if step.action == "hardlink":  # the keeper's inode, which the link will share
                         k_st = keepers[step.keeper][1]
                         step.link = [k_st.st_dev, k_st.st_ino]
+                if step.action == "delete" and not permanent:
+                    try:  # the name in the trash is reserved, then journalled, then the file is moved there
+                        reserved = trash.reserve(step.path)
+                    except OSError as e:
+                        step.status, step.reason = "failed", _error(e)
+                        journal.record(n, step)
+                        if on_step is not None:
+                            on_step(step)
+                        continue
+                    step.trash = [reserved.path, reserved.info]
                 step.status = "started"
                 journal.record(n, step)
                 try:
@@ -263,7 +300,11 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
                     if isinstance(e, FileExistsError) and step.action == "move":
                         step.status, step.reason = "skipped", "the target appeared meanwhile; not overwritten"
                     step.backup = None
-                journal.write({"n": n, "status": step.status, "reason": step.reason, "backup": step.backup})
+                    if step.trash is not None:
+                        trash.cancel(_trashed(step))
+                        step.trash = None
+                journal.write({"n": n, "status": step.status, "reason": step.reason, "backup": step.backup,
+                               "trash": step.trash})
             if on_step is not None:
                 on_step(step)
     finally:
@@ -320,6 +361,27 @@ def _undo_link(step: Step, backup: str, started: bool) -> str | None:
     return None
 
 
+def _undo_delete(step: Step, started: bool) -> str | None:
+    intact = os.path.lexists(step.path) and unchanged(step.path, step.size, None, step.blake2b, "")[0] is None
+    if step.trash is None:
+        if started and intact:
+            return None  # killed before the file was deleted
+        return "deleted permanently (--permanent): cannot be restored"
+    where = _trashed(step)
+    if os.path.lexists(step.path):
+        if started and intact and not os.path.lexists(where.path):  # killed before the move to the trash
+            trash.cancel(where)
+            return None
+        return "a file now exists at the original path; not overwritten"
+    if not os.path.lexists(where.path):
+        return f"{display_path(where.path)} is no longer in the trash (emptied, or restored by hand)"
+    reason, _ = unchanged(where.path, step.size, None, step.blake2b, "the file in the trash")
+    if reason:
+        return reason
+    trash.put_back(where, step.path)
+    return None
+
+
 _STEP_FIELDS = {f.name for f in fields(Step)}
 
 
@@ -327,9 +389,7 @@ def _undo_one(step: Step, header: dict[str, Any], folder: str) -> str | None:
     """Reverse one change; None when done (the restored file then has its indexed content), else why not."""
     started, step.reason = step.status == "started", None
     if step.action == "delete":
-        if started and unchanged(step.path, step.size, None, step.blake2b, "")[0] is None:
-            return None  # killed before the file was deleted
-        return "deleted files cannot be restored"
+        return _undo_delete(step, started)
     if step.action == "move":
         reason = _undo_move(step, started)
         if reason is None and step.target and header.get("dest"):
@@ -344,19 +404,20 @@ def _undo_one(step: Step, header: dict[str, Any], folder: str) -> str | None:
 
 
 def undo(manifest: str, *, on_step: Any = None) -> list[Step]:
-    """Reverse the moves and links recorded in ``manifest`` and record them as "undone" in it.
+    """Reverse the changes recorded in ``manifest`` and record them as "undone" in it.
 
-    A moved file is moved back, a linked one is put back from its backup; a restored file must have its indexed
-    content (blake2b), and nothing that now exists at the original path (other than the link hashdup made) is
-    overwritten. Deleted files cannot be restored. Entries already undone are reported and left alone, so undoing
+    A moved file is moved back, a linked one is put back from its backup, a file moved to the trash is put back
+    from the trash; a restored file must have its indexed content (blake2b), and nothing that now exists at the
+    original path (other than the link hashdup made) is overwritten. Files deleted with ``permanent`` cannot be
+    restored. Entries already undone are reported and left alone, so undoing
     twice is harmless.
 
     Returns
     -------
     list of Step
         One per change the manifest records: status "undone" (``reason`` "already undone" for earlier ones),
-        "skipped" with a reason (refused, or a delete, which cannot be undone) or "failed" (an operating-system
-        error).
+        "skipped" with a reason (refused, or a permanent delete, which cannot be undone) or "failed" (an
+        operating-system error).
     """
     journal = Journal(manifest)
     try:

@@ -65,15 +65,18 @@ def _find_groups(idx: Any, radius: int | None, quiet: bool, **options: Any) -> l
 @group_options
 @click.option("--action", type=click.Choice(DEDUP_ACTIONS), default="list", show_default=True,
               help="What to do with every image of a group but its keeper: list the groups, move them into DIR, "
-                   "replace them by symbolic or hard links to the keeper, or delete them (deletes cannot be undone).")
+                   "replace them by symbolic or hard links to the keeper, or delete them (into the desktop's trash, "
+                   "from which hashdup undo restores them).")
 @click.option("--yes", is_flag=True, help="Act; without it, move/symlink/hardlink/delete only print what they would do.")
+@click.option("--permanent", is_flag=True,
+              help="With --action delete --yes: unlink the files instead of moving them to the trash (cannot be undone).")
 @click.option("--manifest", type=click.Path(dir_okay=False),
               help="Journal of the changes, for hashdup undo [default: ./hashdup-actions-<UTC time>.jsonl].")
 @format_options
 @index_option
 @quiet_option
 def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror: bool, verify: bool, action: str,
-          yes: bool, manifest: str | None, fmt: str, index_dir: str, quiet: bool) -> None:
+          yes: bool, permanent: bool, manifest: str | None, fmt: str, index_dir: str, quiet: bool) -> None:
     """Print groups of near-duplicate images in the index, or act on their duplicates.
 
     Candidate pairs come from the binary codes (within --radius bits, and each image's nearest codes); each is
@@ -81,8 +84,9 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
     features of the two files (ORB + RANSAC) and comparing the aligned pixels. Byte-identical files are always
     duplicates; mirrored copies are matched unless --no-mirror. Each group keeps one image ("keep", chosen by --keep); with
     --action, every other image of the group is moved, linked or deleted, but only with --yes, and only if it and
-    its keeper are unchanged since indexing (size, modification time, content hash). Changes are journalled in a
-    manifest that `hashdup undo` reverses (moves and links; not deletes). Exit status 1 when any file was skipped.
+    its keeper are unchanged since indexing (size, modification time, content hash). Deleted files go to the desktop's
+    trash (freedesktop.org; --permanent unlinks them). Changes are journalled in a manifest that `hashdup undo`
+    reverses (moves, links and deletes into the trash). Exit status 1 when any file was skipped.
 
     \b
     Example:
@@ -96,6 +100,8 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
     if (action == "move") != (dest is not None):
         raise click.UsageError("--action move needs a destination folder DIR" if action == "move"
                                else f"DIR goes with --action move, not --action {action}")
+    if permanent and action != "delete":
+        raise click.UsageError("--permanent goes with --action delete")
     if manifest is not None and action == "list":
         raise click.UsageError("--manifest goes with --action move, symlink, hardlink or delete")
     if manifest is not None and os.path.lexists(manifest):
@@ -114,7 +120,7 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
         return
     steps = actions.plan(groups, action, dest, roots=roots)
     columns = ["group", "status", "path", "target", "reason"]
-    what = actions.PAST[action] + (f" to {dest}" if dest else "")
+    what = actions.PAST[action + (" --permanent" if permanent else "")] + (f" to {dest}" if dest else "")
     if not yes:
         actions.preview(steps)
         _emit([s.to_json() for s in steps], fmt, columns)
@@ -131,12 +137,12 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
             _say(quiet, f"hashdup: {s.status} {s.to_json()['path']}: {s.reason}")
 
     manifest = manifest or actions.default_manifest()
-    done = actions.apply(steps, manifest, index=index_dir, dest=dest, on_step=tell)
+    done = actions.apply(steps, manifest, index=index_dir, dest=dest, permanent=permanent, on_step=tell)
     _emit([s.to_json() for s in done], fmt, columns)
     counts = {k: sum(s.status == k for s in done) for k in ("done", "skipped", "failed")}
     _say(quiet, f"hashdup: {counts['done']} files {what}, {counts['skipped']} skipped, {counts['failed']} failed; "
-                f"manifest {manifest}" + ("" if action == "delete" else f" (hashdup undo {manifest} reverses it)")
-                + ("; deleted files cannot be restored" if action == "delete" else ""))
+                f"manifest {manifest}" + ("; deleted files cannot be restored" if permanent
+                                          else f" (hashdup undo {manifest} reverses it)"))
     if counts["done"] != len(done):
         sys.exit(1)
 
@@ -148,9 +154,9 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
 def undo(manifest: str, fmt: str, quiet: bool) -> None:
     """Reverse the changes recorded in MANIFEST by `hashdup dedup --action ... --yes`.
 
-    Moved files are moved back and linked files are put back from the backups beside the manifest (MANIFEST.files/),
-    each only if its content is the indexed one and nothing else now occupies its original path; deleted files
-    cannot be restored. The manifest records what was undone, so running undo twice is harmless. Exit status 1 when
+    Moved files are moved back, linked files are put back from the backups beside the manifest (MANIFEST.files/) and
+    deleted files from the trash, each only if its content is the indexed one and nothing else now occupies its
+    original path; files deleted with --permanent cannot be restored. The manifest records what was undone, so running undo twice is harmless. Exit status 1 when
     anything could not be undone.
 
     \b

@@ -13,6 +13,15 @@ SAMPLE = REPO / "sample_data"
 DATA = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(autouse=True)
+def desktop_trash(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's own desktop trash (``$XDG_DATA_HOME/Trash``, outside its tmp_path): deletes never reach the
+    trash of the user who runs the tests."""
+    data = tmp_path_factory.mktemp("xdg-data")
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    return data / "Trash"
+
+
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     return SAMPLE

@@ -11,6 +11,7 @@ import random
 import shutil
 import stat
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -302,14 +303,16 @@ def test_an_existing_manifest_is_never_overwritten(lib):
 # -- acting -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("action", ["move", "symlink", "hardlink", "delete"])
-def test_yes_does_exactly_the_plan_and_never_touches_keepers(lib, action):
+def test_yes_does_exactly_the_plan_and_never_touches_keepers(lib, action, desktop_trash):
     base, images, idx = lib
     dest = ["dups"] if action == "move" else []
     _, planned = act(idx, "--action", action, *dest)
     before = snapshot(base)
     r, rows = act(idx, "--action", action, *dest, "--yes")
     assert r.exit_code == 0, r.output
-    assert [(x["path"], x["target"]) for x in rows] == [(x["path"], x["target"]) for x in planned]
+    assert [x["path"] for x in rows] == [x["path"] for x in planned]
+    if action != "delete":  # a delete's target, once done, is the file's place in the trash
+        assert [x["target"] for x in rows] == [x["target"] for x in planned]
     assert all(x["status"] == "done" and x["reason"] is None for x in rows)
     after = snapshot(base)
     changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
@@ -327,8 +330,13 @@ def test_yes_does_exactly_the_plan_and_never_touches_keepers(lib, action):
             assert os.readlink(x["path"]) == os.path.abspath(x["keep"]) and digest(x["path"]) == digest(x["keep"])
         elif action == "hardlink":
             assert os.path.samefile(x["path"], x["keep"]) and after[x["path"]] == after[x["keep"]]
-        else:
+        else:  # in the desktop trash, with the same bytes, and a .trashinfo that says where it came from
             assert not os.path.lexists(x["path"])
+            trashed = Path(x["target"])
+            assert trashed.parent == desktop_trash / "files" and digest(trashed) == old[4]
+            info = (desktop_trash / "info" / (trashed.name + ".trashinfo")).read_text().splitlines()
+            assert info[0] == "[Trash Info]" and info[1] == "Path=" + quote(os.path.abspath(x["path"]))
+            assert info[2].startswith("DeletionDate=") and len(info[2]) == len("DeletionDate=2026-12-04T12:00:00")
     backups = sorted((base / (manifest.name + ".files")).glob("*"))
     if action in ("symlink", "hardlink"):  # the originals are kept for undo
         assert [digest(b) for b in backups] == [before[x["path"]][4] for x in rows]
@@ -341,8 +349,7 @@ def test_yes_does_exactly_the_plan_and_never_touches_keepers(lib, action):
         final.setdefault(rec["n"], {}).update(rec)
     assert [e["status"] for e in final.values()] == ["done"] * 7
     assert [e["blake2b"] for e in final.values()] == [before[x["path"]][4] for x in rows]
-    if action == "delete":
-        assert "cannot be restored" in r.stderr
+    assert "hashdup undo" in r.stderr and "cannot be restored" not in r.stderr
 
 
 def test_files_changed_after_indexing_are_skipped_the_rest_proceed(lib):
@@ -425,10 +432,50 @@ def test_undo_never_overwrites(lib, action):
     assert r.exit_code == 0 and digest(occupied) == json.loads(manifest.read_text().splitlines()[1])["blake2b"]
 
 
-def test_undo_of_deletes_says_they_cannot_be_restored(lib):
+def test_delete_then_undo_restores_byte_identical_files_from_the_trash(lib, desktop_trash):
     base, _, idx = lib
-    act(idx, "--action", "delete", "--yes")
+    before = snapshot(base)
+    r, rows = act(idx, "--action", "delete", "--yes")
+    assert r.exit_code == 0 and len(rows) == 7 and "moved to the trash" in r.stderr
+    assert len(list((desktop_trash / "files").iterdir())) == 7
     (manifest,) = manifests(base)
+    r = run("undo", manifest)
+    assert r.exit_code == 0, r.output
+    assert all(x["status"] == "undone" for x in json.loads(r.stdout))
+    after = snapshot(base)
+    assert {p: v[-1] for p, v in after.items() if not p.startswith(manifest.name)} == \
+        {p: v[-1] for p, v in before.items()}  # every file back, byte-identical
+    assert list((desktop_trash / "files").iterdir()) == [] and list((desktop_trash / "info").iterdir()) == []
+    again = run("undo", manifest)  # harmless
+    assert all(x["reason"] == "already undone" for x in json.loads(again.stdout))
+
+
+def test_undo_never_overwrites_and_reports_an_emptied_trash(lib, desktop_trash):
+    base, _, idx = lib
+    _, rows = act(idx, "--action", "delete", "--yes")
+    (manifest,) = manifests(base)
+    Path(rows[0]["path"]).write_bytes(b"a new file at the old path")
+    os.unlink(rows[1]["target"])  # the trash was emptied of this one
+    r = run("undo", manifest)
+    out = {x["path"]: x for x in json.loads(r.stdout)}
+    assert r.exit_code == 1
+    assert out[rows[0]["path"]]["status"] == "skipped" and "not overwritten" in out[rows[0]["path"]]["reason"]
+    assert Path(rows[0]["path"]).read_bytes() == b"a new file at the old path"
+    assert "no longer in the trash" in out[rows[1]["path"]]["reason"]
+    assert [x["status"] for x in out.values()].count("undone") == 5
+
+
+def test_permanent_delete_needs_yes_and_cannot_be_undone(lib, desktop_trash):
+    base, _, idx = lib
+    r, rows = act(idx, "--action", "delete", "--permanent")  # without --yes: a dry run
+    assert r.exit_code == 0 and all(x["status"] == "planned" and os.path.exists(x["path"]) for x in rows)
+    assert act(idx, "--action", "move", "d", "--permanent")[0].exit_code == 2  # only with delete
+    r, rows = act(idx, "--action", "delete", "--permanent", "--yes")
+    assert r.exit_code == 0 and "deleted permanently" in r.stderr and "cannot be restored" in r.stderr
+    assert all(not os.path.lexists(x["path"]) and x["target"] is None for x in rows)
+    assert not (desktop_trash / "files").exists() or list((desktop_trash / "files").iterdir()) == []
+    (manifest,) = manifests(base)
+    assert json.loads(manifest.read_text().splitlines()[0])["permanent"] is True
     r = run("undo", manifest)
     assert r.exit_code == 1 and "cannot be restored" in r.stdout
     assert all(x["status"] == "skipped" for x in json.loads(r.stdout))
@@ -518,6 +565,6 @@ def test_cli_choices_match_the_library_and_undo_has_help():
     assert tuple(cli_dedup.KEEP_POLICIES) == KEEP_POLICIES and tuple(cli_dedup.DEDUP_ACTIONS) == actions.ACTIONS
     assert sorted(cli_dedup.LINKAGES) == sorted(LINKAGES)  # the CLI lists its default first
     text = " ".join(CliRunner().invoke(cli.cli, ["undo", "--help"]).output.split())
-    assert "Example" in text and "deleted files cannot be restored" in text
+    assert "Example" in text and "deleted with --permanent cannot be restored" in text
     text = " ".join(CliRunner().invoke(cli.cli, ["dedup", "--help"]).output.split())
-    assert "--yes" in text and "deletes cannot be undone" in text
+    assert "--yes" in text and "trash" in text and "--permanent" in text

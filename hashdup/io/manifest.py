@@ -16,9 +16,11 @@ change it announces is made, so a run killed at any moment leaves an accurate re
 
 Line 1 is the header::
 
-    {"format": "hashdup-actions", "version": 1, "index": <absolute index folder>,
+    {"format": "hashdup-actions", "version": 2, "index": <absolute index folder>,
      "action": "move" | "symlink" | "hardlink" | "delete" | null, "dest": <absolute folder> | null,
-     "created": "YYYY-MM-DDTHH:MM:SSZ"}
+     "created": "YYYY-MM-DDTHH:MM:SSZ", "permanent": <bool: deletes unlinked rather than moved to the trash>}
+
+(Version 1, still read, had no ``permanent`` and no ``trash``: its deletes were permanent.)
 
 Every later line describes one state of an entry, numbered ``"n"`` (1, 2, ...); a later line with the same ``n``
 updates the fields it names, so an entry is the merge of its lines in order. The first line of an entry carries all
@@ -28,11 +30,13 @@ of its fields:
 destination, the keeper for links, null for deletes), ``size``, ``mtime_ns`` (ns since the epoch) and ``blake2b``
 (hex, 128 bits) of the duplicate as indexed, ``keeper_size``, ``keeper_mtime_ns``, ``keeper_blake2b`` likewise,
 ``status``, ``reason`` (a one-line explanation, or null), ``backup`` (for links: where the original was kept,
-relative to the manifest's folder, ``<manifest name>.files/<n:06d>-<file name>``) and ``link`` (for hard links:
-``[st_dev, st_ino]`` of the keeper, which the link shares).
+relative to the manifest's folder, ``<manifest name>.files/<n:06d>-<file name>``), ``link`` (for hard links:
+``[st_dev, st_ino]`` of the keeper, which the link shares) and ``trash`` (for deletes into the trash: ``[the
+file's path in the trash, its .trashinfo or null]``, reserved before the entry is written; see
+:mod:`hashdup.io.trash`).
 
 ``status`` is "skipped" (refused before anything changed; ``reason`` says why) or "started" (about to change);
-a started entry is then updated by ``{"n", "status": "done" | "failed" | "skipped", "reason", "backup"}`` once the
+a started entry is then updated by ``{"n", "status": "done" | "failed" | "skipped", "reason", "backup", "trash"}`` once the
 change is made or refused, and ``hashdup undo`` appends ``{"n", "status": "undone", "reason": null}`` for every
 change it reverses. An entry still "started" is one a killed run was in the middle of.
 
@@ -59,7 +63,9 @@ from hashdup.io.atomic import file_digest, fsync_dir, temp_path
 __all__ = ["FORMAT", "VERSION", "ManifestError", "Journal", "read_manifest", "default_manifest", "noreplace",
            "transfer", "backup", "replace_with_link", "restore", "prune", "unchanged"]
 
-FORMAT, VERSION = "hashdup-actions", 1
+FORMAT, VERSION = "hashdup-actions", 2
+#: Versions read: 1 (no deletes into the trash, no "permanent" in the header) and 2.
+READ_VERSIONS = (1, 2)
 
 
 class ManifestError(HashdupError):
@@ -171,7 +177,7 @@ def read_manifest(path: str, text: bytes | None = None) -> tuple[dict[str, Any],
     header = records[0] if records else {}
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ManifestError(f"{path}: not a hashdup actions manifest")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READ_VERSIONS:
         raise ManifestError(f"{path}: manifest version {header.get('version')}, expected {VERSION}")
     entries: dict[int, dict[str, Any]] = {}
     for r in records[1:]:
