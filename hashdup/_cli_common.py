@@ -38,13 +38,16 @@ def format_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "fmt", flag_value="json", default=True, help="A JSON array (default).")(f)
 
 
-def _emit(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> None:
+def _emit(rows: list[dict[str, Any]], fmt: str, columns: list[str],
+          table_rows: list[dict[str, Any]] | None = None) -> None:
+    """Write ``rows`` as JSON, JSON Lines or a table of ``columns``; ``table_rows``, when given, are what the table
+    shows instead (one line per member of a group, say, where a JSON row holds the whole group)."""
     from hashdup import formats
 
     if fmt == "jsonl":
         _write(formats.to_jsonl(rows))
     elif fmt == "table":
-        _write(formats.to_table(rows, columns))
+        _write(formats.to_table(rows if table_rows is None else table_rows, columns))
     else:
         _write(formats.to_json(rows))
 

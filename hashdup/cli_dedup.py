@@ -115,11 +115,12 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
     finally:
         idx.close()
     if action == "list":
-        _emit([g.to_json() for g in groups], fmt, ["group", "keep", "max_distance", "paths"])
+        _emit([g.to_json() for g in groups], fmt, ["group", "keep", "match", "distance", "path"],
+              [row for g in groups for row in g.table_rows()])
         _say(quiet, f"hashdup: {len(groups)} groups, {sum(len(g.members) for g in groups)} images")
         return
     steps = actions.plan(groups, action, dest, roots=roots)
-    columns = ["group", "status", "path", "target", "reason"]
+    columns = ["group", "status", "path", "keep", "target", "reason"]
     what = actions.PAST[action + (" --permanent" if permanent else "")] + (f" to {dest}" if dest else "")
     if not yes:
         actions.preview(steps)

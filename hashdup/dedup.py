@@ -76,6 +76,12 @@ class Group:
     def duplicates(self) -> list[Member]:
         return self.members[1:]
 
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per member for ``--table``, the keeper first and marked: ``{"group", "keep" ("*" or ""),
+        "match", "distance", "path"}``, ``distance`` the Hamming distance from the keeper's code."""
+        return [{"group": self.number, "keep": "*" if m is self.keep else "", "match": "" if m is self.keep else m.match,
+                 "distance": m.distance, "path": m.path} for m in self.members]
+
     def to_json(self) -> dict[str, Any]:
         """``{"group", "keep", "paths", "max_distance"}``: paths sorted, the keeper among them."""
         return {"group": self.number, "keep": self.keep.path, "paths": sorted(m.path for m in self.members),

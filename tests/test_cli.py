@@ -1,6 +1,7 @@
 """The command line through click's CliRunner (and one real subprocess): exit codes, JSON on stdout only."""
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -66,10 +67,12 @@ def test_index_then_dedup_query_info(runner, built_index, tmp_path):
     within = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(within) > 1 and all(row["distance"] <= 30 for row in within)
 
-    r = run(runner, ["dedup", "--index", idx, "--table"])
+    r = run(runner, ["dedup", "--index", idx, "--table"])  # one member per line, the keeper marked
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["group", "keep", "max_distance", "paths"] and len(lines) == 2 + 7
-    assert "chelsea_q30.jpg, " in r.stdout
+    assert lines[0].split() == ["group", "keep", "match", "distance", "path"] and len(lines) == 2 + 14
+    keepers = [ln.split() for ln in lines[2:] if ln.split()[1] == "*"]
+    assert [k[0] for k in keepers] == [str(g) for g in range(1, 8)]  # each group's first line is its keeper
+    assert all(k[-1].split("/")[-2] == "photos" for k in keepers)
 
     r = run(runner, ["info", "--index", idx])
     info = json.loads(r.stdout)
@@ -198,3 +201,21 @@ def test_progress_bar_only_on_a_terminal(tmp_path, sample_dir):
     shown = stderr_of()
     assert "describing" in shown and "img" in shown and "indexed 7 of 7" in shown
     assert stderr_of("--quiet") == ""
+
+
+def test_tables_escape_control_characters_in_names(runner, tmp_path, sample_dir):
+    """A file name with a newline, a tab or a terminal escape cannot break a table or drive the terminal."""
+    src = sample_dir / "photos" / "chelsea.jpg"
+    (tmp_path / "imgs").mkdir()
+    names = ["a\nb.jpg", "tab\there.jpg", "esc\x1b[31mred.jpg"]
+    for name in names:
+        shutil.copy(src, tmp_path / "imgs" / name)
+    idx = str(tmp_path / "idx")
+    assert run(runner, ["index", str(tmp_path / "imgs"), "--index", idx, "-q"]).exit_code == 0
+    r = run(runner, ["dedup", "--index", idx, "--table"])
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 + 3 and "\x1b" not in r.stdout and "\t" not in r.stdout
+    assert {ln.split()[-1].rsplit("/", 1)[-1] for ln in lines[2:]} == \
+        {"a\\nb.jpg", "tab\\there.jpg", "esc\\x1b[31mred.jpg"}
+    r = run(runner, ["dedup", "--index", idx, "--jsonl"])  # JSON keeps the names exact
+    assert {p.rsplit("/", 1)[-1] for p in json.loads(r.stdout)["paths"]} == set(names)
