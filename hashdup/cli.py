@@ -108,9 +108,15 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
 
     params = {"image_size": image_size} if image_size else {}
     try:
-        make_descriptor(descriptor, **params)
+        desc = make_descriptor(descriptor, **params)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--image-size") from e
+    from hashdup.encoders import make_encoder
+
+    try:  # every option checked before the first image is read
+        make_encoder(encoder, n_bits=n_bits).check_n_features(desc.n_features)
+    except ValueError as e:
+        raise click.BadParameter(f"{e} (--descriptor {descriptor})", param_hint="--bits") from e
     try:
         sup = Supervision(labels=labels, labels_from_dirs=labels_from_dirs, pairs=pairs,
                           self_supervised=self_supervised, n_edits=n_edits)

@@ -68,6 +68,9 @@ def _find_groups(idx: Any, radius: int | None, quiet: bool, **options: Any) -> l
                    "replace them by symbolic or hard links to the keeper, or delete them (into the desktop's trash, "
                    "from which hashdup undo restores them).")
 @click.option("--yes", is_flag=True, help="Act; without it, move/symlink/hardlink/delete only print what they would do.")
+@click.option("--force", is_flag=True,
+              help="Act even with --no-verify and a --radius above the default for the code length (groups made by "
+                   "code distance alone, at a radius that joins unrelated images).")
 @click.option("--permanent", is_flag=True,
               help="With --action delete --yes: unlink the files instead of moving them to the trash (cannot be undone).")
 @click.option("--manifest", type=click.Path(dir_okay=False),
@@ -76,7 +79,7 @@ def _find_groups(idx: Any, radius: int | None, quiet: bool, **options: Any) -> l
 @index_option
 @quiet_option
 def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror: bool, verify: bool, action: str,
-          yes: bool, permanent: bool, manifest: str | None, fmt: str, index_dir: str, quiet: bool) -> None:
+          yes: bool, force: bool, permanent: bool, manifest: str | None, fmt: str, index_dir: str, quiet: bool) -> None:
     """Print groups of near-duplicate images in the index, or act on their duplicates.
 
     Candidate pairs come from the binary codes (within --radius bits, and each image's nearest codes); each is
@@ -107,13 +110,29 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
     if manifest is not None and os.path.lexists(manifest):
         raise click.BadParameter(f"{manifest} already exists; a manifest is never overwritten",
                                  param_hint="--manifest")
+    if action != "list" and yes:  # every path checked before the first pair is verified
+        _check_writable(os.path.dirname(os.path.abspath(manifest or actions.default_manifest())), "--manifest")
+    if dest is not None and os.path.lexists(dest) and not os.path.isdir(dest):
+        raise click.BadParameter(f"{dest} exists and is not a folder", param_hint="DIR")
     options: dict[str, Any] = {"keep": keep, "linkage": linkage, "mirror": mirror, "verify": verify}
     idx = _open(index_dir)
     try:
+        wide = not verify and radius is not None and radius > pipeline.default_radius(idx.n_bits)
+        if wide and action != "list" and yes and not force:
+            raise click.UsageError(
+                f"--radius {radius} is above the default {pipeline.default_radius(idx.n_bits)} for {idx.n_bits}-bit "
+                "codes and --no-verify lets the codes alone decide: such groups join unrelated images. Look at the "
+                "plan without --yes, then add --force to act on it (or drop --no-verify)")
         groups = _find_groups(idx, radius, quiet, **options)
         roots = list(idx.stored.catalogue.roots)
+        n_images = len(idx)
     finally:
         idx.close()
+    big = [g for g in groups if len(g.members) > max(10, n_images // 10)] if not verify else []
+    for g in big[:3]:
+        _say(quiet, f"hashdup: warning: group {g.number} holds {len(g.members)} of {n_images} images: with "
+                    f"--no-verify{f' and --radius {radius}' if radius is not None else ''} the codes alone joined "
+                    "them; look before acting")
     if action == "list":
         _emit([g.to_json() for g in groups], fmt, ["group", "keep", "match", "distance", "path"],
               [row for g in groups for row in g.table_rows()])
@@ -146,6 +165,13 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
                                           else f" (hashdup undo {manifest} reverses it)"))
     if counts["done"] != len(done):
         sys.exit(1)
+
+
+def _check_writable(folder: str, hint: str) -> None:
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"the folder {folder} does not exist", param_hint=hint)
+    if not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"cannot write in {folder}", param_hint=hint)
 
 
 @click.command()

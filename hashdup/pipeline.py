@@ -153,6 +153,10 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     enc = make_encoder(encoder, n_bits=n_bits, random_state=seed, **(encoder_params or {}))
     if supervision.explicit and enc.supervision == "none":
         raise HashdupError(f"the {enc.name} encoder does not learn from labels or pairs; use itml or rbm")
+    try:  # before any image is read, not after every one was described
+        enc.check_n_features(desc.n_features)
+    except ValueError as e:
+        raise HashdupError(f"{e} (the {desc.name} descriptor has {desc.n_features}); use fewer bits") from None
     extract_options: dict[str, Any] = {"workers": workers, "dask": dask}
     with writer_lock(index_dir) as lease:
         summary = _build(paths, Path(index_dir), desc, enc, hidden, batch_size, supervision, seed, refit,

@@ -568,3 +568,31 @@ def test_cli_choices_match_the_library_and_undo_has_help():
     assert "Example" in text and "deleted with --permanent cannot be restored" in text
     text = " ".join(CliRunner().invoke(cli.cli, ["dedup", "--help"]).output.split())
     assert "--yes" in text and "trash" in text and "--permanent" in text
+
+
+# -- guard rails before work ---------------------------------------------------------------------------------------
+
+def test_an_unwritable_manifest_is_refused_before_any_pair_is_verified(lib):
+    base, _, idx = lib
+    before = snapshot(base)
+    r = run("dedup", "--index", idx, "--action", "delete", "--yes", "--manifest", base / "no" / "such" / "m.jsonl")
+    assert r.exit_code == 2 and "--manifest" in r.output and "does not exist" in r.output
+    assert not (idx / "verdicts.hdv").exists() and snapshot(base) == before  # nothing verified, nothing changed
+    r = run("dedup", "--index", idx, "--action", "move", base / "imgs" / "photos" / "chelsea.jpg", "--yes")
+    assert r.exit_code == 2 and not (idx / "verdicts.hdv").exists()
+
+
+def test_a_wide_radius_without_verification_needs_force_to_act(lib):
+    base, _, idx = lib
+    before = snapshot(base)
+    wide = ["--no-verify", "--radius", "64"]
+    r = run("dedup", "--index", idx, *wide, "--action", "delete", "--yes")
+    assert r.exit_code == 2 and "--force" in r.output and snapshot(base) == before
+    r = run("dedup", "--index", idx, *wide, "--action", "delete")  # the plan, with a warning
+    assert r.exit_code == 0 and "warning: group 1 holds 21 of 21 images" in r.stderr
+    r = run("dedup", "--index", idx, *wide)
+    assert r.exit_code == 0 and "warning" in r.stderr and len(json.loads(r.stdout)) == 1
+    r = run("dedup", "--index", idx, *CODES)  # the default radius for code distance alone: no warning
+    assert r.exit_code == 0 and "warning" not in r.stderr
+    r = run("dedup", "--index", idx, *wide, "--action", "delete", "--yes", "--force")
+    assert r.exit_code == 0 and "20 files moved to the trash" in r.stderr

@@ -219,3 +219,12 @@ def test_tables_escape_control_characters_in_names(runner, tmp_path, sample_dir)
         {"a\\nb.jpg", "tab\\there.jpg", "esc\\x1b[31mred.jpg"}
     r = run(runner, ["dedup", "--index", idx, "--jsonl"])  # JSON keeps the names exact
     assert {p.rsplit("/", 1)[-1] for p in json.loads(r.stdout)["paths"]} == set(names)
+
+
+def test_impossible_encoder_settings_are_refused_before_any_image_is_read(runner, tmp_path, sample_dir):
+    idx = tmp_path / "idx"
+    r = run(runner, ["index", str(sample_dir), "--index", str(idx), "--encoder", "pca", "--bits", "1024"])
+    assert r.exit_code == 2 and "--bits" in r.output and "n_bits ≤ n_features" in r.output
+    assert not idx.exists()
+    assert run(runner, ["index", str(sample_dir), "--index", str(idx), "--encoder", "spectral", "--bits", "1024",
+                        "--workers", "1", "-q"]).exit_code == 0  # spectral hashing may exceed the feature count

@@ -117,6 +117,15 @@ class BaseEncoder:
     name: ClassVar[str]
     _fitted: ClassVar[tuple[str, ...]]
     supervision: ClassVar[Literal["none", "optional", "required"]] = "none"
+    #: Whether the code cannot be longer than the input: each bit is one of ``n_features`` directions.
+    bits_within_features: ClassVar[bool] = False
+
+    def check_n_features(self, n_features: int) -> None:
+        """Raise ``ValueError`` now if this encoder cannot make ``n_bits`` bits from ``n_features`` features (what
+        :meth:`fit` would find only after every image was described)."""
+        if self.bits_within_features and self.n_bits > n_features:
+            raise ValueError(f"{self.name} needs n_bits ≤ n_features, got n_bits={self.n_bits} for {n_features} "
+                             "features")
     n_bits: int
 
     # --- parameters ----------------------------------------------------------------------------------------------

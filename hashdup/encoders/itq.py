@@ -99,6 +99,7 @@ class ITQ(BaseEncoder):
     """
 
     name = "itq"
+    bits_within_features = True
     _fitted = ("mean_", "components_", "rotation_", "projection_", "loss_")
 
     def __init__(self, *, n_bits: int = 64, random_state: RandomState = None, n_iter: int = 50) -> None:

@@ -38,6 +38,7 @@ class MedianPCA(BaseEncoder):
     """
 
     name = "median"
+    bits_within_features = True
     _fitted = ("mean_", "components_", "thresholds_")
 
     def __init__(self, *, n_bits: int = 64, random_state: RandomState = None) -> None:

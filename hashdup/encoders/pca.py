@@ -53,6 +53,7 @@ class PCAHash(BaseEncoder):
     """
 
     name = "pca"
+    bits_within_features = True
     _fitted = ("mean_", "components_")
 
     def __init__(self, *, n_bits: int = 64, random_state: RandomState = None) -> None:
