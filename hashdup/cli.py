@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from hashdup import __version__
 from hashdup._cli_common import _emit, _open, _say, _write, format_options, index_option, quiet_option
 from hashdup.cli_dedup import dedup, report, undo
 from hashdup.errors import HashdupError
+from hashdup.io.walk import display_path
 
 ENCODER_NAMES = ["lsh", "median", "pca", "itq", "spectral", "itml", "rbm"]  # hashdup.encoders.ENCODERS, kept
 # here so that --help does not import the encoders
@@ -36,7 +39,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--descriptor", type=click.Choice(["gist", "color", "gist+color"]), default="gist+color",
               show_default=True, help="Image descriptor (GIST and a colour histogram by default: each catches "
                                       "copies the other misses).")
@@ -65,22 +68,28 @@ def cli() -> None:
 @click.option("--dask", metavar="ADDRESS", default=None,
               help="Decode and describe on a Dask cluster, e.g. tcp://scheduler:8786 (pip install 'hashdup[dask]'); "
                    "its workers must see the same paths.")
+@click.option("--replace", is_flag=True,
+              help="Index exactly PATHS: files under the index's other folders leave it (by default PATHS are added).")
 @index_option
 @quiet_option
 def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encoder: str, n_bits: int, seed: int,
           hidden: bool, labels: str | None, labels_from_dirs: bool, pairs: str | None, self_supervised: bool,
           n_edits: int, index_dir: str, quiet: bool, workers: int | None = None, dask: str | None = None,
-          refit: bool = False) -> None:
-    """Index the images under PATHS (folders, walked recursively, or files).
+          refit: bool = False, replace: bool = False) -> None:
+    """Index the images under PATHS (folders, walked recursively, or files), adding them to the index.
 
-    Updates an index already in --index: unchanged files (same size and modification time) are not read again, new
-    and modified files are added, files no longer found are removed; the new index replaces the old one atomically.
-    A run that is interrupted resumes where it stopped. Files that cannot be read are reported on stderr with a
-    reason and skipped.
+    An index is a library that grows: PATHS are added to the folders it already holds, and with no PATHS those are
+    scanned again (--replace indexes exactly PATHS; `hashdup forget` removes a folder). Unchanged files (same size
+    and modification time) are not read again, new and modified files are added, files no longer found are removed;
+    the settings not given (--descriptor, --image-size, --encoder, --bits, --seed) are the index's own. The new index
+    replaces the old one atomically; a run that is interrupted resumes where it stopped. Files that cannot be read
+    are reported on stderr with a reason and skipped.
 
     \b
     Example:
         hashdup index ./photos --bits 64
+        hashdup index ./more-photos       # added to the same index
+        hashdup index                     # scan every folder of the index again
     """
     from hashdup import pipeline
     from hashdup.descriptors import make_descriptor
@@ -106,7 +115,29 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
         if not quiet:
             (bar.write if bar is not None else lambda m: click.echo(m, err=True))(f"hashdup: skipped {path}: {reason}")
 
-    params = {"image_size": image_size} if image_size else {}
+    params: dict[str, Any] = {"image_size": image_size} if image_size else {}
+    if replace and not paths:
+        raise click.UsageError("--replace needs the PATHS to index")
+    previous = _previous_settings(index_dir)
+    if not paths and previous is None:
+        raise click.UsageError(f"no index at {index_dir} yet: give the folders to index")
+    if previous is not None:  # what is not given is the index's own, so that a rescan changes nothing else
+        ctx = click.get_current_context()
+        given = {name for name in ("descriptor", "image_size", "encoder", "n_bits", "seed", "labels", "labels_from_dirs",
+                                   "pairs", "self_supervised", "n_edits")
+                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+        if not given & {"descriptor", "image_size"}:
+            descriptor, params = previous["descriptor"]["name"], dict(previous["descriptor"].get("params") or {})
+        if "encoder" not in given:
+            encoder = previous["encoder"]["name"]
+        if "n_bits" not in given:
+            n_bits = int(previous["encoder"]["n_bits"])
+        if "seed" not in given:
+            seed = int((previous["encoder"].get("params") or {}).get("random_state", seed))
+        stored = previous.get("supervision") or {}
+        if stored and not given & {"labels", "labels_from_dirs", "pairs", "self_supervised", "n_edits"}:
+            labels, labels_from_dirs, pairs = stored.get("labels"), bool(stored.get("labels_from_dirs")), stored.get("pairs")
+            self_supervised, n_edits = bool(stored.get("self_supervised", True)), int(stored.get("n_edits", n_edits))
     try:
         desc = make_descriptor(descriptor, **params)
     except ValueError as e:
@@ -125,7 +156,7 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
     try:
         s = pipeline.build_index(paths, index_dir, descriptor=descriptor, descriptor_params=params, encoder=encoder,
                                  n_bits=n_bits, seed=seed, hidden=hidden, supervision=sup, progress=progress,
-                                 on_problem=problem, workers=workers, dask=dask, refit=refit)
+                                 on_problem=problem, workers=workers, dask=dask, refit=refit, replace=replace)
     finally:
         if bar is not None:
             bar.close()
@@ -142,7 +173,58 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
                 f"{s.ignored} non-image files ignored" + (f", {s.links} links to files already seen" if s.links else "")
                 + ("; encoder reused (--refit to fit it again)" if s.encoder_reused
                    else f"; {encoder} fitted" + (f" because {s.refit}" if s.refit and not s.rebuild else ""))
-                + (f", trained on {s.training}" if s.training != "unsupervised" else ""))
+                + (f", trained on {s.training}" if s.training != "unsupervised" else "")
+                + "; folders: " + ", ".join(display_path(p) + (" (new)" if p in s.new_paths and len(s.paths) > 1
+                                                               else "") for p in s.paths))
+
+
+def _previous_settings(index_dir: str) -> dict[str, Any] | None:
+    """The manifest of the index in ``index_dir``, or None when there is none (or it cannot be read)."""
+    from hashdup.errors import HashdupError
+    from hashdup.io.store import read_manifest
+
+    try:
+        m = read_manifest(index_dir)
+        m["descriptor"]["name"], m["encoder"]["name"], m["encoder"]["n_bits"]  # noqa: B018 - the fields used
+    except (HashdupError, OSError, KeyError, TypeError):
+        return None
+    return m
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@index_option
+@quiet_option
+def forget(paths: tuple[str, ...], index_dir: str, quiet: bool) -> None:
+    """Remove folders (or files) from the index: their images leave it, the files themselves are not touched.
+
+    Each of PATHS must be one the index was given (`hashdup info` lists them as "paths"). The others are scanned
+    again, as by `hashdup index` with no PATHS, and the index keeps its settings.
+
+    \b
+    Example:
+        hashdup forget ./old-photos
+    """
+    from hashdup.indexing import library_paths
+
+    previous = _previous_settings(index_dir)
+    if previous is None:
+        raise click.UsageError(f"no index at {index_dir}")
+    held = [os.fsdecode(p) for p in (previous.get("paths") or previous.get("roots") or [])]
+    gone = [os.path.abspath(p) for p in paths]
+    unknown = [p for p in gone if p not in held]
+    if unknown:
+        raise click.BadParameter(f"{unknown[0]} is not one of the index's paths ({', '.join(map(display_path, held))})",
+                                 param_hint="PATHS")
+    keep = [p for p in held if p not in gone]
+    if not keep:
+        raise click.UsageError("that would leave the index empty; delete its folder instead")
+    missing = [p for p in keep if not os.path.lexists(p)]
+    if missing:
+        raise click.UsageError(f"{missing[0]} is missing too; forget it as well, or reconnect it")
+    library_paths(index_dir, keep, replace=True)
+    ctx = click.get_current_context()
+    ctx.invoke(index, paths=tuple(keep), replace=True, index_dir=index_dir, quiet=quiet)
 
 
 @cli.command()

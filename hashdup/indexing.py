@@ -26,7 +26,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -360,3 +360,41 @@ def codes_reusing(enc: BaseEncoder, X: NDArray[np.floating], source: NDArray[np.
     if len(new):
         codes[new] = encode_rows(enc, X[new])
     return codes
+
+
+def library_paths(index_dir: str | os.PathLike[str], paths: Sequence[str | os.PathLike[str]], *,
+                  replace: bool = False) -> tuple[list[str], list[str]]:
+    """What a run indexes: ``(paths, new)``, the absolute folders and files to walk and those of them that the
+    index did not hold before.
+
+    An index is a library that grows: the paths given are added to those already indexed (a path inside one of
+    them is already covered; one that contains some of them takes their place), and with no paths the ones already
+    indexed are walked again. ``replace`` indexes exactly the paths given (files elsewhere leave the index). A path
+    of the index that no longer exists (an unplugged drive) stops the run rather than dropping its files.
+
+    Raises
+    ------
+    HashdupError
+        No paths and no index yet, or a path of the index is missing.
+    """
+    from hashdup.io.store import read_manifest
+    from hashdup.io.walk import normalise_roots
+
+    try:
+        manifest = read_manifest(index_dir)
+        before = [os.fsdecode(p) for p in (manifest.get("paths") or manifest.get("roots") or [])]
+    except (NoIndexError, IndexFileError, OSError, ValueError):
+        before = []
+    given = [os.path.abspath(os.fsdecode(p)) for p in paths]
+    if not given and not before:
+        raise HashdupError(f"no index at {index_dir} yet: give the folders to index (hashdup index DIR)")
+    if replace or not before:
+        chosen = normalise_roots(given or before)
+    else:
+        missing = [p for p in before if not os.path.lexists(p)]
+        if missing:
+            raise HashdupError(f"{missing[0]}, indexed before, is missing (an unplugged drive?): reconnect it, or "
+                               f"remove it from the index with `hashdup forget {missing[0]}` (or index again "
+                               "with --replace)")
+        chosen = normalise_roots(before + given)
+    return chosen, [p for p in chosen if p not in before]

@@ -65,6 +65,7 @@ class IndexSummary:
     journal of an interrupted run, ``rehashed`` ones hashed to confirm their content (see :mod:`hashdup.indexing`).
     ``rebuild`` says why nothing of the previous index was reused, ``refit`` why the encoder was fitted again
     (both "" when not applicable); ``stale_lock`` names the holder of a lock left by a killed run that was taken over.
+    ``paths`` are the folders (and files) the index now holds, ``new_paths`` those this run added.
     """
 
     index: str
@@ -87,6 +88,8 @@ class IndexSummary:
     rebuild: str = ""
     refit: str = ""
     stale_lock: str = ""
+    paths: list[str] = field(default_factory=list)
+    new_paths: list[str] = field(default_factory=list)
 
 
 def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.PathLike[str] = DEFAULT_INDEX, *,
@@ -95,7 +98,7 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
                 n_bits: int = 64, seed: int = 0, hidden: bool = False, batch_size: int = 32,
                 supervision: Supervision = Supervision(), encoder_params: dict[str, Any] | None = None,
                 refit: bool = False, progress: Progress = _ignore, on_problem: OnProblem = _ignore,
-                workers: int | None = None, dask: Any = None) -> IndexSummary:
+                workers: int | None = None, dask: Any = None, replace: bool = False) -> IndexSummary:
     """Index folders of images: walk, describe, fit the encoder, encode, and write a new index generation.
 
     An existing index in ``index_dir`` is updated incrementally (:mod:`hashdup.indexing`): files whose size and
@@ -107,7 +110,8 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     Parameters
     ----------
     paths : sequence of path-like
-        Folders (walked recursively) and single image files.
+        Folders (walked recursively) and single image files, added to those the index already holds (an index is a
+        library that grows); empty, the index's own are walked again. See :func:`hashdup.indexing.library_paths`.
     index_dir : path-like, default ".hashdup"
         Index folder; an existing index there is updated and replaced atomically when this run succeeds.
     descriptor : {"gist+color", "gist", "color"}
@@ -138,6 +142,8 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     dask : str or distributed.Client, optional
         Read, decode and describe on a Dask cluster instead (``"tcp://scheduler:8786"``); its workers must import
         hashdup and see the same paths. See :func:`hashdup.extract.extract`.
+    replace : bool, default False
+        Index exactly ``paths``: files under the index's other folders leave it.
 
     Returns
     -------
@@ -158,9 +164,13 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     except ValueError as e:
         raise HashdupError(f"{e} (the {desc.name} descriptor has {desc.n_features}); use fewer bits") from None
     extract_options: dict[str, Any] = {"workers": workers, "dask": dask}
+    from hashdup.indexing import library_paths
+
     with writer_lock(index_dir) as lease:
-        summary = _build(paths, Path(index_dir), desc, enc, hidden, batch_size, supervision, seed, refit,
+        chosen, new = library_paths(index_dir, paths, replace=replace)
+        summary = _build(chosen, Path(index_dir), desc, enc, hidden, batch_size, supervision, seed, refit,
                          extract_options, progress, on_problem)
+    summary.paths, summary.new_paths = chosen, new
     summary.stale_lock = lease.stale.describe() if lease.stale else ""
     return summary
 
@@ -247,7 +257,8 @@ def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descr
         journal.close()
         prev.close()
     _write_generation(gen, found.roots, records, X16, codes, enc, seed, summary, {
-        "started_ns": started_ns, "descriptor": settings, "supervision": sup_settings,
+        "started_ns": started_ns, "paths": [os.fsdecode(p) for p in paths], "descriptor": settings,
+        "supervision": sup_settings,
         "encoder": {"name": enc.name, "n_bits": enc.n_bits, "params": enc.json_params(),
                     "fingerprint": enc.fingerprint().hex(), "training": summary.training,
                     "fitted_rows": fitted_rows}})
