@@ -185,7 +185,7 @@ def _previous_settings(index_dir: str) -> dict[str, Any] | None:
 
     try:
         m = read_manifest(index_dir)
-        m["descriptor"]["name"], m["encoder"]["name"], m["encoder"]["n_bits"]  # noqa: B018 - the fields used
+        m["descriptor"]["name"], m["encoder"]["name"], m["encoder"]["n_bits"]  # the fields used must be there
     except (HashdupError, OSError, KeyError, TypeError):
         return None
     return m
@@ -263,7 +263,12 @@ def query(images: tuple[str, ...], k: int | None, radius: int | None, approx: bo
                                       on_problem=lambda p, r: click.echo(f"hashdup: cannot read {p}: {r}", err=True))
     finally:
         idx.close()
-    _emit(rows, fmt, ["query", "rank", "distance", "path"])
+    stale = [r for r in rows if "stale" in r]
+    _emit(rows, fmt, ["query", "rank", "distance", "path"],
+          [{**r, "path": r["path"] + f"  [{r['stale']}]"} if "stale" in r else r for r in rows])
+    if stale:
+        click.echo(f"hashdup: warning: {len(stale)} results vanished or changed since they were indexed (e.g. "
+                   f"{stale[0]['path']}: {stale[0]['stale']}); run `hashdup index` to refresh", err=True)
     if failed:
         sys.exit(1)
 

@@ -133,6 +133,11 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
         _say(quiet, f"hashdup: warning: group {g.number} holds {len(g.members)} of {n_images} images: with "
                     f"--no-verify{f' and --radius {radius}' if radius is not None else ''} the codes alone joined "
                     "them; look before acting")
+    stale = {p: r for g in groups for p, r in g.stale().items()}
+    if stale:
+        first = next(iter(stale.items()))
+        _say(quiet, f"hashdup: warning: {len(stale)} files vanished or changed since they were indexed (e.g. "
+                    f"{first[0]}: {first[1]}); they are marked and never acted on; run `hashdup index` to refresh")
     if action == "list":
         _emit([g.to_json() for g in groups], fmt, ["group", "keep", "match", "distance", "path"],
               [row for g in groups for row in g.table_rows()])

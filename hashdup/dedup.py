@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.io.catalogue import FileRecord
+from hashdup.io.catalogue import FileRecord, staleness
 from hashdup.io.walk import display_path
 
 if TYPE_CHECKING:
@@ -76,16 +76,31 @@ class Group:
     def duplicates(self) -> list[Member]:
         return self.members[1:]
 
+    def stale(self) -> dict[str, str]:
+        """The members whose file vanished or changed since it was indexed (size, modification time), by path, with
+        the reason (:func:`hashdup.io.catalogue.staleness`); looked at once per group."""
+        if "stale" not in self.extra:
+            found = {m.path: staleness(m.abspath, m.size, m.mtime_ns) for m in self.members}
+            self.extra["stale"] = {p: r for p, r in found.items() if r is not None}
+        return self.extra["stale"]
+
     def table_rows(self) -> list[dict[str, Any]]:
         """One row per member for ``--table``, the keeper first and marked: ``{"group", "keep" ("*" or ""),
-        "match", "distance", "path"}``, ``distance`` the Hamming distance from the keeper's code."""
+        "match", "distance", "path"}``, ``distance`` the Hamming distance from the keeper's code; a stale file's
+        path says so (``[vanished]``)."""
+        stale = self.stale()
         return [{"group": self.number, "keep": "*" if m is self.keep else "", "match": "" if m is self.keep else m.match,
-                 "distance": m.distance, "path": m.path} for m in self.members]
+                 "distance": m.distance, "path": m.path + (f"  [{stale[m.path]}]" if m.path in stale else "")}
+                for m in self.members]
 
     def to_json(self) -> dict[str, Any]:
-        """``{"group", "keep", "paths", "max_distance"}``: paths sorted, the keeper among them."""
-        return {"group": self.number, "keep": self.keep.path, "paths": sorted(m.path for m in self.members),
-                "max_distance": self.max_distance}
+        """``{"group", "keep", "paths", "max_distance"}``: paths sorted, the keeper among them; ``"stale"``
+        (path to reason) too when files of the group vanished or changed since they were indexed."""
+        out = {"group": self.number, "keep": self.keep.path, "paths": sorted(m.path for m in self.members),
+               "max_distance": self.max_distance}
+        if self.stale():
+            out["stale"] = self.stale()
+        return out
 
 
 def _keep_key(policy: str):  # noqa: ANN202 - a sort key on Member

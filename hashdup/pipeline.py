@@ -26,7 +26,7 @@ from hashdup.errors import HashdupError, ImageError, IndexFileError
 from hashdup.extract import STORED_DTYPE, describe_images  # noqa: F401 - importable from here, as before
 from hashdup.index import HammingIndex, connected_groups
 from hashdup.io import images
-from hashdup.io.catalogue import FileRecord, write_catalogue
+from hashdup.io.catalogue import FileRecord, staleness, write_catalogue
 from hashdup.io.codefile import CodeFile
 from hashdup.io.featurefile import FeatureFile
 from hashdup.io.verdicts import FILENAME as VERDICTS
@@ -401,8 +401,12 @@ def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radiu
         D, I = D[keep], I[keep]
         if k is not None:
             D, I = D[:k], I[:k]
-        found = sorted(zip(D.tolist(), index.paths(I.tolist()), strict=True))
-        rows.extend({"query": q, "rank": r, "path": p, "distance": d} for r, (d, p) in enumerate(found, start=1))
+        cat = index.stored.catalogue
+        recs = cat.records(I.tolist())
+        found = sorted(zip(D.tolist(), [display_path(cat.abspath(rec)) for rec in recs],
+                           [staleness(cat.abspath(rec), rec.size, rec.mtime_ns) for rec in recs], strict=True))
+        rows.extend({"query": q, "rank": r, "path": p, "distance": d, **({"stale": s} if s else {})}
+                    for r, (d, p, s) in enumerate(found, start=1))
     return rows, failed
 
 

@@ -86,7 +86,8 @@ def lib(tmp_path, monkeypatch):
 
 # The actions are tested on the planted groups as code distance alone finds them (radius 8 finds all seven, see
 # test_pipeline): the dozens of dedup runs here need not verify pixels each time (tests/test_dedup.py does that).
-CODES = ("--no-verify", "--radius", "8")
+# Radius 8 is above the default for code distance alone (3 of 64 bits), so acting on it takes --force.
+CODES = ("--no-verify", "--radius", "8", "--force")
 
 
 def groups_of(idx, *extra):
@@ -592,7 +593,27 @@ def test_a_wide_radius_without_verification_needs_force_to_act(lib):
     assert r.exit_code == 0 and "warning: group 1 holds 21 of 21 images" in r.stderr
     r = run("dedup", "--index", idx, *wide)
     assert r.exit_code == 0 and "warning" in r.stderr and len(json.loads(r.stdout)) == 1
-    r = run("dedup", "--index", idx, *CODES)  # the default radius for code distance alone: no warning
+    r = run("dedup", "--index", idx, *CODES)  # a radius that makes groups of two: no warning
     assert r.exit_code == 0 and "warning" not in r.stderr
     r = run("dedup", "--index", idx, *wide, "--action", "delete", "--yes", "--force")
     assert r.exit_code == 0 and "20 files moved to the trash" in r.stderr
+
+
+# -- fresh or flagged ----------------------------------------------------------------------------------------------
+
+def test_rows_of_files_that_vanished_or_changed_say_so_and_are_never_acted_on(lib):
+    """Before: dedup listed a vanished file and one overwritten with text as duplicates, silently, exit 0."""
+    base, images, idx = lib
+    (images / "copies" / "chelsea_q30.jpg").unlink()
+    (images / "copies" / "astronaut_half.jpg").write_text("not a photo any more")
+    r = run("dedup", "--index", idx, *CODES, "--jsonl")
+    assert r.exit_code == 0 and "2 files vanished or changed" in r.stderr and "hashdup index" in r.stderr
+    stale = {p: why for line in r.stdout.splitlines() for p, why in json.loads(line).get("stale", {}).items()}
+    assert stale == {"imgs/copies/chelsea_q30.jpg": "vanished", "imgs/copies/astronaut_half.jpg": "changed since indexing"}
+    r = run("dedup", "--index", idx, *CODES, "--table")
+    assert "imgs/copies/chelsea_q30.jpg  [vanished]" in r.stdout
+    r = run("query", images / "photos" / "chelsea.jpg", "-k", "1", "--index", idx, "--jsonl")
+    assert json.loads(r.stdout.splitlines()[0])["stale"] == "vanished" and "vanished" in r.stderr
+    r, rows = act(idx, "--action", "move", "dups", "--yes")
+    skipped = {x["path"] for x in rows if x["status"] == "skipped"}
+    assert skipped == set(stale) and r.exit_code == 1

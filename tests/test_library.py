@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -58,7 +57,7 @@ def test_indexing_another_folder_adds_it_and_keeps_the_first(two):
 def test_no_paths_scans_the_index_folders_again(two, sample_dir):
     assert run("index", "B", "--workers", "1").exit_code == 0
     shutil.copy(sample_dir / "copies" / "chelsea_q30.jpg", two / "A" / "new.jpg")
-    (two / "B" / sorted(p.name for p in (two / "B").iterdir())[0]).unlink()
+    (two / "B" / min(p.name for p in (two / "B").iterdir())).unlink()
     r = run("index", "--workers", "1")
     assert r.exit_code == 0, r.output
     assert "1 added, 0 updated, 1 removed, 8 unchanged" in r.stderr and info()["indexed"] == 9

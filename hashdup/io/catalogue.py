@@ -173,3 +173,22 @@ def write_catalogue(path: str | os.PathLike[str], roots: list[str], records: Ite
             db.commit()
         finally:
             db.close()
+
+
+def staleness(path: str, size: int | None, mtime_ns: int | None) -> str | None:
+    """Why the file at ``path`` is no longer the one that was indexed with this ``size`` and modification time
+    (``mtime_ns``): "vanished", "changed since indexing", "no longer a regular file" or "unreadable (...)"; None
+    when both are as recorded (a cheap look: the content is not read)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "vanished"
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        return "no longer a regular file"
+    if (size is not None and st.st_size != size) or (mtime_ns is not None and st.st_mtime_ns != mtime_ns):
+        return "changed since indexing"
+    return None
