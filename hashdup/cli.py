@@ -267,7 +267,8 @@ def query(images: tuple[str, ...], k: int | None, radius: int | None, approx: bo
     _emit(rows, fmt, ["query", "rank", "distance", "path"],
           [{**r, "path": r["path"] + f"  [{r['stale']}]"} if "stale" in r else r for r in rows])
     if stale:
-        click.echo(f"hashdup: warning: {len(stale)} results vanished or changed since they were indexed (e.g. "
+        click.echo(f"hashdup: warning: {len(stale)} result{'s' if len(stale) > 1 else ''} vanished or changed "
+                   "since indexing (e.g. "
                    f"{stale[0]['path']}: {stale[0]['stale']}); run `hashdup index` to refresh", err=True)
     if failed:
         sys.exit(1)

@@ -136,7 +136,8 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
     stale = {p: r for g in groups for p, r in g.stale().items()}
     if stale:
         first = next(iter(stale.items()))
-        _say(quiet, f"hashdup: warning: {len(stale)} files vanished or changed since they were indexed (e.g. "
+        _say(quiet, f"hashdup: warning: {len(stale)} file{'s' if len(stale) > 1 else ''} vanished or changed since "
+                    "indexing (e.g. "
                     f"{first[0]}: {first[1]}); they are marked and never acted on; run `hashdup index` to refresh")
     if action == "list":
         _emit([g.to_json() for g in groups], fmt, ["group", "keep", "match", "distance", "path"],
