@@ -22,6 +22,7 @@ moment leaves an accurate record; its format is described in :mod:`hashdup.io.ma
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import time
@@ -54,6 +55,8 @@ Action = Literal["move", "symlink", "hardlink", "delete"]
 ACTIONS: tuple[str, ...] = ("list", "move", "symlink", "hardlink", "delete")
 DESTRUCTIVE: tuple[str, ...] = ("move", "symlink", "hardlink", "delete")
 LINKS: tuple[str, ...] = ("symlink", "hardlink")
+#: The reason of the steps left alone once the disk is full (ENOSPC, EDQUOT): a run stops at the first such error.
+NOT_ATTEMPTED = "not attempted, the run stopped"
 PAST = {"move": "moved", "symlink": "replaced by symbolic links", "hardlink": "replaced by hard links",
         "delete": "moved to the trash", "delete --permanent": "deleted permanently"}
 
@@ -257,7 +260,9 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
     -------
     list of Step
         Status "done", "skipped" (``reason``: the file or its keeper changed, the target exists, ...) or
-        "failed" (``reason``: the operating system's error; the file was left as it was).
+        "failed" (``reason``: the operating system's error; the file was left as it was). A full disk (ENOSPC,
+        EDQUOT) stops the run: the later steps are "skipped" with the reason :data:`NOT_ATTEMPTED`. An error
+        writing the manifest itself is raised (the manifest stays accurate up to its last line).
     """
     actions = {s.action for s in steps}
     if len(actions) > 1:
@@ -268,8 +273,16 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
               "permanent": bool(permanent and action == "delete")}
     journal = Journal(manifest, header)
     keepers: dict[str, Any] = {}
+    full: OSError | None = None
     try:
         for n, step in enumerate(steps, start=1):
+            if full is not None:  # the disk is full: the rest is not attempted (and said so, if the journal can)
+                step.status, step.reason = "skipped", f"{NOT_ATTEMPTED}: {_error(full)}"
+                with contextlib.suppress(OSError):
+                    journal.record(n, step)
+                if on_step is not None:
+                    on_step(step)
+                continue
             step.reason = check(step, _keepers=keepers)
             if step.reason:
                 step.status = "skipped"
@@ -303,6 +316,8 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
                     if step.trash is not None:
                         trash.cancel(_trashed(step))
                         step.trash = None
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        full = e
                 journal.write({"n": n, "status": step.status, "reason": step.reason, "backup": step.backup,
                                "trash": step.trash})
             if on_step is not None:

@@ -54,7 +54,8 @@ def _find_groups(idx: Any, radius: int | None, quiet: bool, **options: Any) -> l
         bar.update(done - bar.n)
 
     try:
-        return find_groups(idx, radius, progress=progress, **options)
+        return find_groups(idx, radius, progress=progress,
+                           on_problem=lambda m: _say(quiet, f"hashdup: warning: {m}"), **options)
     finally:
         if bar is not None:
             bar.close()
@@ -159,13 +160,18 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
         _say(quiet, "hashdup: no duplicates; nothing done, no manifest written")
         return
     def tell(s: "actions.Step") -> None:
-        if s.status != "done":
+        if s.status != "done" and not (s.reason or "").startswith(actions.NOT_ATTEMPTED):
             _say(quiet, f"hashdup: {s.status} {s.to_json()['path']}: {s.reason}")
 
     manifest = manifest or actions.default_manifest()
     done = actions.apply(steps, manifest, index=index_dir, dest=dest, permanent=permanent, on_step=tell)
     _emit([s.to_json() for s in done], fmt, columns)
     counts = {k: sum(s.status == k for s in done) for k in ("done", "skipped", "failed")}
+    stopped = [s for s in done if (s.reason or "").startswith(actions.NOT_ATTEMPTED)]
+    if stopped:
+        _say(False, f"hashdup: error: {stopped[0].reason.split(': ', 1)[-1]}: stopped with {len(stopped)} of "
+                    f"{len(done)} files not attempted; the manifest {manifest} records what was done "
+                    f"(hashdup undo {manifest} reverses it)")
     _say(quiet, f"hashdup: {counts['done']} files {what}, {counts['skipped']} skipped, {counts['failed']} failed; "
                 f"manifest {manifest}" + ("; deleted files cannot be restored" if permanent
                                           else f" (hashdup undo {manifest} reverses it)"))

@@ -197,7 +197,8 @@ def member(index: Index, rec: FileRecord, distance: int = 0, match: str = "keepe
 
 def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "star",
                 keep: KeepPolicy = "original", mirror: bool = True, verify: bool = True,
-                progress: Callable[[str, int, int], None] | None = None) -> list[Group]:
+                progress: Callable[[str, int, int], None] | None = None,
+                on_problem: Callable[[str], None] | None = None) -> list[Group]:
     """Group the near-duplicate images of an index.
 
     Two stages (:mod:`hashdup.pairs`): the binary codes propose candidate pairs (within ``radius`` bits, and each
@@ -223,6 +224,9 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
         Decide pairs by descriptors and pixels (the default) rather than by code distance alone.
     progress : callable, optional
         ``progress(stage, done, total)`` as pairs are verified.
+    on_problem : callable, optional
+        ``on_problem(message)`` for what does not stop the run: the decisions cache could not be saved (a full disk,
+        a read-only index folder).
 
     Returns
     -------
@@ -263,6 +267,9 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
             groups.append(Group(0, members, judge.max_code_distance(ids_arr)))
     finally:
         judge.close()
+        for message in judge.problems:
+            if on_problem is not None:
+                on_problem(message)
     groups.sort(key=lambda g: min(m.path for m in g.members))
     for n, g in enumerate(groups, start=1):
         g.number = n

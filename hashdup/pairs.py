@@ -120,6 +120,7 @@ class PairJudge:
         self._new_links: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         self._whole: set[tuple[int, int]] = set()  # verified pairs accepted as the whole frame
         self._screened: dict[tuple[int, int], Verdict] = {}  # decided by Verifier.screen, not yet asked
+        self.problems: list[str] = []  # what close() could not do (a full disk, a read-only index folder)
         self.verified = 0  # pairs whose features were compared by this judge (not taken from stored verdicts)
         self._shortlisted: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]] = []
 
@@ -327,10 +328,14 @@ class PairJudge:
     def close(self) -> None:
         """Store the verdicts and the linked pairs this judge computed (:mod:`hashdup.io.verdicts`) for the next
         run."""
-        if self._verdicts is not None and self._hashes is not None:
-            self._verdicts.save(self._hashes)
+        if self._verdicts is not None and self._hashes is not None and not self._verdicts.save(self._hashes) \
+                and self._verdicts.error:
+            self.problems.append(f"the verdicts were not saved ({self._verdicts.error}): the next dedup decides "
+                                 "those pairs again")
         if self._new_links is not None:
-            self._links().save(*self._new_links)
+            links = self._links()
+            if not links.save(*self._new_links):
+                self.problems.append(f"the decided pairs were not saved ({links.error})")
             self._new_links = None
 
     def prefetch(self, pairs: Iterable[tuple[int, int]]) -> None:

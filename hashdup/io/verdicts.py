@@ -67,6 +67,7 @@ class VerdictStore:
     """
 
     def __init__(self, folder: str | os.PathLike[str], settings: dict[str, Any]) -> None:
+        self.error = ""  # why the last save failed
         self.path = Path(folder) / FILENAME
         self.fingerprint = fingerprint(settings)
         self._known: dict[Key, Value] = self._read()
@@ -125,7 +126,8 @@ class VerdictStore:
             with _HEADER.create(self.path) as out:
                 out.write(rows.tobytes())
                 out.write_header(len(rows), self.fingerprint)
-        except OSError:  # read-only, no permission, a full disk: the groups are found all the same
+        except OSError as e:  # read-only, no permission, a full disk: the groups are found all the same
+            self.error = f"{e.strerror or e}"
             return False
         self.added = 0
         return True
@@ -155,6 +157,7 @@ class LinkStore:
     """
 
     def __init__(self, folder: str | os.PathLike[str], generation: str, settings: dict[str, Any]) -> None:
+        self.error = ""  # why the last save failed
         self.path = Path(folder) / LINKS_FILENAME
         self.generation = hashlib.blake2b(generation.encode(), digest_size=16).digest()
         self.fingerprint = fingerprint(settings)
@@ -183,6 +186,7 @@ class LinkStore:
             with _LINKS_HEADER.create(self.path) as out:
                 out.write(pairs.tobytes())
                 out.write_header(len(pairs), self.generation, self.fingerprint)
-        except OSError:
+        except OSError as e:
+            self.error = f"{e.strerror or e}"
             return False
         return True
