@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from hashdup.errors import ImageError, IndexFileError
+from hashdup import pipeline
 from hashdup.io import images
 
 from . import fuzz_corpus as fc
@@ -243,6 +244,19 @@ def test_read_file_refuses_what_is_not_a_regular_file(tmp_path):
         assert re.search(reason, e.value.reason), (name, e.value.reason)
     (tmp_path / "regular.png").write_bytes(fc.seed_files()["png"][1])  # and a regular file is read whole
     assert images.read_file(tmp_path / "regular.png").data == fc.seed_files()["png"][1]
+
+
+def test_a_fifo_named_like_an_image_is_reported_by_an_index_run(tmp_path):
+    """Before: the walk skipped it silently, though the README said it was reported."""
+    from hashdup.io.walk import walk
+
+    os.mkfifo(tmp_path / "fifo.jpg")
+    os.mkfifo(tmp_path / "notes")  # not named like an image: ignored, as any other non-image file
+    (tmp_path / "a.png").write_bytes(fc.seed_files()["png"][1])
+    assert sorted(f.relpath for f in walk([tmp_path]).files) == ["a.png", "fifo.jpg"]
+    summary = _in_thread(lambda: pipeline.build_index([tmp_path], tmp_path / "idx", workers=1))
+    assert [(os.path.basename(p), r) for p, r in summary.skipped] == \
+        [("fifo.jpg", "not a regular file (a FIFO, socket or device)")]
 
 
 def _nest(folder: Path, names: list[str], file_at: int | None = None) -> None:

@@ -123,8 +123,8 @@ def _walk_dir(result: WalkResult, root: int, folder: str, rel: str, hidden: bool
             is_link = False
         if is_dir:
             stack.append(_listing(result, entry.path, relpath + "/", hidden, seen_dirs))
-        elif is_file or (is_link and is_image_name(entry.name)):
-            _add_file(result, root, relpath, entry.path, seen_files)
+        elif is_file or is_image_name(entry.name):  # a FIFO, socket or device named like an image is listed
+            _add_file(result, root, relpath, entry.path, seen_files)  # too: reading it reports what it is
 
 
 def _listing(result: WalkResult, folder: str, rel: str, hidden: bool,
