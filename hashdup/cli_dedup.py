@@ -209,7 +209,7 @@ def undo(manifest: str, fmt: str, quiet: bool) -> None:
             _say(quiet, f"hashdup: not undone ({s.status}) {s.to_json()['path']}: {s.reason}")
 
     results = actions.undo(manifest, on_step=tell)
-    _emit([s.to_json() for s in results], fmt, ["group", "action", "status", "path", "target", "reason"])
+    _emit([s.to_json() for s in results], fmt, ["group", "action", "status", "path", "keep", "target", "reason"])
     n_undone = sum(s.status == "undone" for s in results)
     _say(quiet, f"hashdup: {n_undone} of {len(results)} changes undone")
     if n_undone != len(results):

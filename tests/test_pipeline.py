@@ -166,7 +166,7 @@ def test_failed_run_keeps_previous_index(tmp_path):
     pipeline.build_index([imgs], tmp_path / "idx")
     (tmp_path / "empty").mkdir()
     with pytest.raises(HashdupError, match="no images could be indexed"):
-        pipeline.build_index([tmp_path / "empty"], tmp_path / "idx")
+        pipeline.build_index([tmp_path / "empty"], tmp_path / "idx", replace=True)
     with pytest.raises(HashdupError, match="median.*at least"):
         pipeline.build_index([imgs], tmp_path / "idx", encoder="median")
     assert len(pipeline.Index(tmp_path / "idx")) == 3
