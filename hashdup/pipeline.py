@@ -159,6 +159,7 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     enc = make_encoder(encoder, n_bits=n_bits, random_state=seed, **(encoder_params or {}))
     if supervision.explicit and enc.supervision == "none":
         raise HashdupError(f"the {enc.name} encoder does not learn from labels or pairs; use itml or rbm")
+    supervision.check()  # the labels or pairs file, before any image is read
     try:  # before any image is read, not after every one was described
         enc.check_n_features(desc.n_features)
     except ValueError as e:

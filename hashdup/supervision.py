@@ -56,6 +56,18 @@ class Supervision:
     def explicit(self) -> bool:
         return bool(self.labels or self.labels_from_dirs or self.pairs)
 
+    def check(self) -> None:
+        """Raise :class:`HashdupError` now if the labels or pairs file cannot be read or is malformed (its paths are
+        matched to the index's files later, once they are found): before any image is read, not after every one was
+        described."""
+        if self.labels:
+            _rows(self.labels, 2)
+        if self.pairs:
+            for n, (_, _, kind, *_) in _rows(self.pairs, 3):
+                if kind.lower() not in ("similar", "dissimilar"):
+                    raise HashdupError(f"{os.fsdecode(self.pairs)}:{n}: the third field must be 'similar' or "
+                                       f"'dissimilar', got {kind!r}")
+
 
 @dataclass(frozen=True)
 class Training:

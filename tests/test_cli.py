@@ -228,3 +228,15 @@ def test_impossible_encoder_settings_are_refused_before_any_image_is_read(runner
     assert not idx.exists()
     assert run(runner, ["index", str(sample_dir), "--index", str(idx), "--encoder", "spectral", "--bits", "1024",
                         "--workers", "1", "-q"]).exit_code == 0  # spectral hashing may exceed the feature count
+
+
+def test_a_malformed_labels_or_pairs_file_is_refused_before_any_image_is_read(runner, tmp_path, sample_dir):
+    """Before: the CSV was read only to train the encoder, after every image was described."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("one field only\n")
+    idx = tmp_path / "idx"
+    r = run(runner, ["index", str(sample_dir), "--index", str(idx), "--encoder", "itml", "--labels", str(bad)])
+    assert r.exit_code == 1 and "bad.csv:1: expected 2 comma-separated fields" in r.output and not idx.exists()
+    bad.write_text("a.jpg,b.jpg,alike\n")
+    r = run(runner, ["index", str(sample_dir), "--index", str(idx), "--encoder", "itml", "--pairs", str(bad)])
+    assert r.exit_code == 1 and "'similar' or 'dissimilar'" in r.output and not idx.exists()
