@@ -617,3 +617,23 @@ def test_rows_of_files_that_vanished_or_changed_say_so_and_are_never_acted_on(li
     r, rows = act(idx, "--action", "move", "dups", "--yes")
     skipped = {x["path"] for x in rows if x["status"] == "skipped"}
     assert skipped == set(stale) and r.exit_code == 1
+
+
+def test_original_keeper_of_a_giant_group_sums_over_a_sample(tmp_path):
+    """A component of thousands of images (overlapping crops of a few photos) costs O(n), not O(n²)."""
+    from hashdup.dedup import SPREAD_SAMPLE, original_keeper
+
+    members = [Member(i, f"p/{i:04d}.jpg", str(tmp_path / f"{i}.jpg"), 1000, i, "h", 64, 48, "JPEG")
+               for i in range(1000)]
+    asked = []
+
+    def dist(i, js):
+        asked.append(len(js))
+        return np.abs(np.asarray(js, dtype=float) - 500.0) + abs(i - 500.0)
+
+    keeper = original_keeper(members, dist, fidelity=lambda m: 90.0)
+    sample = np.linspace(0, 999, SPREAD_SAMPLE).round()
+    spread = {i: np.abs(sample - 500).sum() + SPREAD_SAMPLE * abs(i - 500) for i in range(1000)}
+    central = [i for i in range(1000) if spread[i] <= 1.15 * min(spread.values())]
+    assert keeper.id == min(central)  # equal encodings: the oldest of the central ones
+    assert len(asked) == 1000 and max(asked) == SPREAD_SAMPLE
