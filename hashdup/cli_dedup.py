@@ -236,6 +236,8 @@ def report(output: str, radius: int | None, keep: str, linkage: str, mirror: boo
     from hashdup import pipeline
     from hashdup import report as html_report
 
+    if output != "-":  # before any pair is verified
+        _check_writable(os.path.dirname(os.path.abspath(output)), "-o")
     options = {"keep": keep, "linkage": linkage, "mirror": mirror, "verify": verify}
     idx = _open(index_dir)
     try:

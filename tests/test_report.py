@@ -510,3 +510,14 @@ def test_chromium_verdict_catches_a_broken_page(chromium, sample_index, tmp_path
     broken.write_text(text, "utf-8")
     v = _verdict(chromium, broken, tmp_path)
     assert v["width"] == 390 and v["outside"] == ["3"] and v["scrollWidth"] > v["width"]
+
+
+def test_an_unwritable_report_path_is_refused_before_any_pair_is_verified(tmp_path, built_index):
+    """Before: the error came after the whole dedup, naming a temporary file."""
+    from click.testing import CliRunner
+
+    from hashdup.cli import cli
+
+    _, index_dir = built_index
+    r = CliRunner().invoke(cli, ["report", "--index", str(index_dir), "-o", str(tmp_path / "no" / "r.html")])
+    assert r.exit_code == 2 and "-o" in r.output and "does not exist" in r.output
