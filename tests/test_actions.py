@@ -18,23 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from hashdup import actions
-from hashdup.cli import main
 from hashdup.dedup import KEEP_POLICIES, Group, Member, order_members
+
+from .clirun import run_script
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 
 
-class _Main:
-    """Adapter making ``main`` look like a click command for CliRunner, so the exit codes are the script's."""
-
-    name = "hashdup"
-
-    def main(self, args=None, prog_name=None, **kwargs):
-        main(list(args))
-
-
-def run(*args):
-    return CliRunner().invoke(_Main(), [str(a) for a in args])
+run = run_script
 
 
 def digest(path) -> str:
@@ -609,11 +600,12 @@ def test_rows_of_files_that_vanished_or_changed_say_so_and_are_never_acted_on(li
     r = run("dedup", "--index", idx, *CODES, "--jsonl")
     assert r.exit_code == 0 and "2 files vanished or changed since indexing" in r.stderr and "hashdup index" in r.stderr
     stale = {p: why for line in r.stdout.splitlines() for p, why in json.loads(line).get("stale", {}).items()}
-    assert stale == {"imgs/copies/chelsea_q30.jpg": "vanished", "imgs/copies/astronaut_half.jpg": "changed since indexing"}
+    assert stale == {"imgs/copies/chelsea_q30.jpg": "the file no longer exists",
+                     "imgs/copies/astronaut_half.jpg": "the file changed since it was indexed (size 31191 → 20 bytes)"}
     r = run("dedup", "--index", idx, *CODES, "--table")
-    assert "imgs/copies/chelsea_q30.jpg  [vanished]" in r.stdout
+    assert "imgs/copies/chelsea_q30.jpg  [the file no longer exists]" in r.stdout
     r = run("query", images / "photos" / "chelsea.jpg", "-k", "1", "--index", idx, "--jsonl")
-    assert json.loads(r.stdout.splitlines()[0])["stale"] == "vanished" and "vanished" in r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["stale"] == "the file no longer exists" and "vanished" in r.stderr
     r, rows = act(idx, "--action", "move", "dups", "--yes")
     skipped = {x["path"] for x in rows if x["status"] == "skipped"}
     assert skipped == set(stale) and r.exit_code == 1

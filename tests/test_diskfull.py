@@ -10,21 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from hashdup import actions
-from hashdup.cli import main
 
+from .clirun import run_script
 
-class _Main:
-    name = "hashdup"
-
-    def main(self, args=None, prog_name=None, **kwargs):
-        main(list(args))
-
-
-def run(*args):
-    return CliRunner().invoke(_Main(), [str(a) for a in args])
+run = run_script
 
 
 def full(path="somewhere"):

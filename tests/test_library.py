@@ -7,22 +7,10 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
-from hashdup.cli import main
+from .clirun import run_script
 
-
-class _Main:
-    """``main`` as CliRunner expects a command, so that exit codes and error lines are the script's."""
-
-    name = "hashdup"
-
-    def main(self, args=None, prog_name=None, **kwargs):
-        main(list(args))
-
-
-def run(*args):
-    return CliRunner().invoke(_Main(), [str(a) for a in args])
+run = run_script
 
 
 @pytest.fixture()

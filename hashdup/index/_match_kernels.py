@@ -25,6 +25,18 @@ def _popcount(typingctx, x):
     return types.int64(x), codegen
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _distance(a, i, b, j, w):  # pragma: no cover - compiled
+    """Hamming distance of row ``i`` of ``a`` and row ``j`` of ``b``, ``w`` uint64 words each (unrolled for 4)."""
+    if w == 4:
+        return (_popcount(a[i, 0] ^ b[j, 0]) + _popcount(a[i, 1] ^ b[j, 1])
+                + _popcount(a[i, 2] ^ b[j, 2]) + _popcount(a[i, 3] ^ b[j, 3]))
+    d = 0
+    for k in range(w):
+        d += _popcount(a[i, k] ^ b[j, k])
+    return d
+
+
 @njit(cache=True, nogil=True)
 def _nearest(a, b):  # pragma: no cover - compiled
     """For rows of ``a`` (na, w) and ``b`` (nb, w) uint64 words, both non-empty: each row of ``a``'s nearest row of
@@ -40,13 +52,7 @@ def _nearest(a, b):  # pragma: no cover - compiled
     for i in range(na):
         m1, m2, mj = big, big, 0
         for j in range(nb):
-            if w == 4:
-                d = (_popcount(a[i, 0] ^ b[j, 0]) + _popcount(a[i, 1] ^ b[j, 1])
-                     + _popcount(a[i, 2] ^ b[j, 2]) + _popcount(a[i, 3] ^ b[j, 3]))
-            else:
-                d = 0
-                for k in range(w):
-                    d += _popcount(a[i, k] ^ b[j, k])
+            d = _distance(a, i, b, j, w)
             if d < m1:  # strict: the first minimum, as numpy.argmin
                 m2 = m1
                 m1 = d
@@ -196,13 +202,7 @@ def _close_rows(a, b, within, enough):  # pragma: no cover - compiled
     c = 0
     for i in range(na):
         for j in range(nb):
-            if w == 4:
-                d = (_popcount(a[i, 0] ^ b[j, 0]) + _popcount(a[i, 1] ^ b[j, 1])
-                     + _popcount(a[i, 2] ^ b[j, 2]) + _popcount(a[i, 3] ^ b[j, 3]))
-            else:
-                d = 0
-                for k in range(w):
-                    d += _popcount(a[i, k] ^ b[j, k])
+            d = _distance(a, i, b, j, w)
             if d <= within:
                 c += 1
                 break

@@ -177,18 +177,10 @@ def write_catalogue(path: str | os.PathLike[str], roots: list[str], records: Ite
 
 def staleness(path: str, size: int | None, mtime_ns: int | None) -> str | None:
     """Why the file at ``path`` is no longer the one that was indexed with this ``size`` and modification time
-    (``mtime_ns``): "vanished", "changed since indexing", "no longer a regular file" or "unreadable (...)"; None
-    when both are as recorded (a cheap look: the content is not read)."""
-    import stat
+    (``mtime_ns``), as the actions' check words it (:func:`hashdup.io.manifest.unchanged`, a cheap look: size and
+    time, the content is not read, a symbolic link is followed); None when both are as recorded."""
+    from hashdup.io.manifest import unchanged
 
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "vanished"
-    except OSError as e:
-        return f"unreadable ({e.strerror or e})"
-    if not stat.S_ISREG(st.st_mode):
-        return "no longer a regular file"
-    if (size is not None and st.st_size != size) or (mtime_ns is not None and st.st_mtime_ns != mtime_ns):
-        return "changed since indexing"
-    return None
+    if size is None:
+        return None
+    return unchanged(path, size, mtime_ns, "", "the file", content=False, follow=True)[0]
