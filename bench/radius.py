@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from hashdup import bits
-from hashdup.index import connected_groups
+from hashdup.dedup.groups import connected_groups
 from hashdup.pipeline import Index, build_index
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
 """The ``hashdup dedup``, ``undo`` and ``report`` commands (registered on the group in :mod:`hashdup.cli`): option
-parsing and printing only; the work is in :mod:`hashdup.dedup`, :mod:`hashdup.actions` and :mod:`hashdup.report`."""
+parsing and printing only; the work is in :mod:`hashdup.dedup`, :mod:`hashdup.dedup.actions` and :mod:`hashdup.dedup.report`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hashdup._cli_common import _emit, _open, _say, format_options, index_option
 
 KEEP_POLICIES = ["original", "resolution", "size", "oldest", "newest", "path"]  # hashdup.dedup.KEEP_POLICIES, kept here for --help
 LINKAGES = ["star", "single", "complete"]  # hashdup.dedup.LINKAGES, default first
-DEDUP_ACTIONS = ["list", "move", "symlink", "hardlink", "delete"]  # hashdup.actions.ACTIONS
+DEDUP_ACTIONS = ["list", "move", "symlink", "hardlink", "delete"]  # hashdup.dedup.actions.ACTIONS
 
 
 def group_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,7 +39,7 @@ def group_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _find_groups(idx: Any, radius: int | None, quiet: bool, **options: Any) -> list:
     """find_groups with a progress bar on stderr while pairs are verified (only on a terminal, never with -q)."""
-    from hashdup.dedup import find_groups
+    from hashdup.dedup.groups import find_groups
 
     bar = None
 
@@ -99,7 +99,9 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
         hashdup dedup --action move ./dups --yes       # move, write hashdup-actions-*.jsonl
         hashdup undo hashdup-actions-20250101T120000Z.jsonl
     """
-    from hashdup import actions, pipeline
+    from hashdup import pipeline
+    from hashdup.dedup import actions
+    from hashdup.dedup.manifest import default_manifest
 
     if (action == "move") != (dest is not None):
         raise click.UsageError("--action move needs a destination folder DIR" if action == "move"
@@ -112,7 +114,7 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
         raise click.BadParameter(f"{manifest} already exists; a manifest is never overwritten",
                                  param_hint="--manifest")
     if action != "list" and yes:  # every path checked before the first pair is verified
-        _check_writable(os.path.dirname(os.path.abspath(manifest or actions.default_manifest())), "--manifest")
+        _check_writable(os.path.dirname(os.path.abspath(manifest or default_manifest())), "--manifest")
     if dest is not None and os.path.lexists(dest) and not os.path.isdir(dest):
         raise click.BadParameter(f"{dest} exists and is not a folder", param_hint="DIR")
     options: dict[str, Any] = {"keep": keep, "linkage": linkage, "mirror": mirror, "verify": verify}
@@ -163,7 +165,7 @@ def dedup(dest: str | None, radius: int | None, keep: str, linkage: str, mirror:
         if s.status != "done" and not (s.reason or "").startswith(actions.NOT_ATTEMPTED):
             _say(quiet, f"hashdup: {s.status} {s.to_json()['path']}: {s.reason}")
 
-    manifest = manifest or actions.default_manifest()
+    manifest = manifest or default_manifest()
     done = actions.apply(steps, manifest, index=index_dir, dest=dest, permanent=permanent, on_step=tell)
     _emit([s.to_json() for s in done], fmt, columns)
     counts = {k: sum(s.status == k for s in done) for k in ("done", "skipped", "failed")}
@@ -202,13 +204,14 @@ def undo(manifest: str, fmt: str, quiet: bool) -> None:
     Example:
         hashdup undo hashdup-actions-20250101T120000Z.jsonl
     """
-    from hashdup import actions
+    from hashdup.dedup import actions
+    from hashdup.dedup.undo import undo as undo_manifest
 
     def tell(s: "actions.Step") -> None:
         if s.status != "undone":
             _say(quiet, f"hashdup: not undone ({s.status}) {s.to_json()['path']}: {s.reason}")
 
-    results = actions.undo(manifest, on_step=tell)
+    results = undo_manifest(manifest, on_step=tell)
     _emit([s.to_json() for s in results], fmt, ["group", "action", "status", "path", "keep", "target", "reason"])
     n_undone = sum(s.status == "undone" for s in results)
     _say(quiet, f"hashdup: {n_undone} of {len(results)} changes undone")
@@ -234,7 +237,7 @@ def report(output: str, radius: int | None, keep: str, linkage: str, mirror: boo
         hashdup report -o report.html
     """
     from hashdup import pipeline
-    from hashdup import report as html_report
+    from hashdup.dedup import report as html_report
 
     if output != "-":  # before any pair is verified
         _check_writable(os.path.dirname(os.path.abspath(output)), "-o")

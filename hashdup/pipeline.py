@@ -8,88 +8,33 @@ an index can be refitted from disk and gives the same codes.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup import __version__, bits
-from hashdup.descriptors import Descriptor, DescriptorName, make_descriptor
-from hashdup.descriptors.local import LocalExtractor
-from hashdup.encoders import BaseEncoder, EncoderName, load_encoder, make_encoder
-from hashdup.errors import HashdupError, ImageError, IndexFileError
+from hashdup import bits
+from hashdup.descriptors import DescriptorName, make_descriptor
+from hashdup.encoders import EncoderName, make_encoder
+from hashdup.errors import HashdupError, ImageError
 from hashdup.extract import STORED_DTYPE, describe_images  # noqa: F401 - importable from here, as before
-from hashdup.index import HammingIndex, connected_groups
 from hashdup.io import images
-from hashdup.io.catalogue import FileRecord, staleness, write_catalogue
-from hashdup.io.codefile import CodeFile
-from hashdup.io.featurefile import FeatureFile
+from hashdup.io.catalogue import staleness
+from hashdup.indexing.build import IndexSummary, build
+from hashdup.indexing.collect import OnProblem, Progress
+from hashdup.indexing.previous import library_paths
+from hashdup.io.store import writer_lock
 from hashdup.io.verdicts import FILENAME as VERDICTS
 from hashdup.io.verdicts import LINKS_FILENAME as LINKS
-from hashdup.io.journal import Journal
-from hashdup.io.store import (Generation, StoredIndex, commit, kill_point, new_generation, write_descriptors,
-                              writer_lock)
-from hashdup.io.walk import display_path, walk
-from hashdup.supervision import (PathIndex, Supervision, Training, edit_pairs, encode_labels, labels_from_csv,
-                                 labels_from_dirs, pairs_from_csv)
-
-DEFAULT_INDEX = ".hashdup"
-#: Default Hamming radius of ``dedup``, as a fraction of the code length: 3 bits of 64. Measured by bench/radius.py
-#: on 42 real photos with edited copies (bench/RESULTS.md): the largest radius whose groups keep precision 1.0 at
-#: 64 bits (recall of recompressed, resized and EXIF-rotated copies 0.93-1.0); 8/64 dropped group precision to 0.75.
-DEFAULT_RADIUS_FRACTION = 3 / 64
-
-Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``: called as work advances; stages are "hashing" (files whose content is checked
-again, see :mod:`hashdup.indexing`), "describing" (files), "editing" (self-supervised edits) and "training" (epochs or
-sweeps of a learned encoder)."""
-OnProblem = Callable[[str, str], None]
-"""``on_problem(path, reason)``: called once for every file that is skipped."""
+from hashdup.io.walk import display_path
+from hashdup.opened import DEFAULT_INDEX, DEFAULT_RADIUS_FRACTION, Index, default_radius  # noqa: F401 - re-exported
+from hashdup.supervision import PathIndex, Supervision, encode_labels, labels_from_csv, labels_from_dirs
 
 
 def _ignore(*_: Any) -> None:
     return None
-
-
-@dataclass
-class IndexSummary:
-    """What ``hashdup index`` did.
-
-    ``added``, ``updated``, ``removed`` and ``unchanged`` count catalogue records (indexed or skipped files) against
-    the previous index; ``decoded`` files were read and described by this run, ``resumed`` ones taken from the
-    journal of an interrupted run, ``rehashed`` ones hashed to confirm their content (see :mod:`hashdup.indexing`).
-    ``rebuild`` says why nothing of the previous index was reused, ``refit`` why the encoder was fitted again
-    (both "" when not applicable); ``stale_lock`` names the holder of a lock left by a killed run that was taken over.
-    ``paths`` are the folders (and files) the index now holds, ``new_paths`` those this run added.
-    """
-
-    index: str
-    files: int = 0
-    indexed: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    exact_duplicates: int = 0
-    ignored: int = 0
-    links: int = 0
-    training: str = ""
-    seconds: float = 0.0
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    decoded: int = 0
-    resumed: int = 0
-    rehashed: int = 0
-    encoder_reused: bool = False
-    rebuild: str = ""
-    refit: str = ""
-    stale_lock: str = ""
-    paths: list[str] = field(default_factory=list)
-    new_paths: list[str] = field(default_factory=list)
 
 
 def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.PathLike[str] = DEFAULT_INDEX, *,
@@ -111,7 +56,7 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     ----------
     paths : sequence of path-like
         Folders (walked recursively) and single image files, added to those the index already holds (an index is a
-        library that grows); empty, the index's own are walked again. See :func:`hashdup.indexing.library_paths`.
+        library that grows); empty, the index's own are walked again. See :func:`hashdup.indexing.previous.library_paths`.
     index_dir : path-like, default ".hashdup"
         Index folder; an existing index there is updated and replaced atomically when this run succeeds.
     descriptor : {"gist+color", "gist", "color"}
@@ -135,7 +80,7 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     refit : bool, default False
         Fit the encoder again even when the previous index's encoder was made with the same settings.
     progress, on_problem : callables
-        See :data:`Progress` and :data:`OnProblem`.
+        See :data:`hashdup.indexing.collect.Progress` and :data:`~hashdup.indexing.collect.OnProblem`.
     workers : int, optional
         Processes that read, decode and describe files (default: the CPU cores available; 1: this process only).
         The index is the same bytes whatever the number.
@@ -164,179 +109,14 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
         enc.check_n_features(desc.n_features)
     except ValueError as e:
         raise HashdupError(f"{e} (the {desc.name} descriptor has {desc.n_features}); use fewer bits") from None
-    extract_options: dict[str, Any] = {"workers": workers, "dask": dask}
-    from hashdup.indexing import library_paths
-
     with writer_lock(index_dir) as lease:
         chosen, new = library_paths(index_dir, paths, replace=replace)
-        summary = _build(chosen, Path(index_dir), desc, enc, hidden, batch_size, supervision, seed, refit,
-                         extract_options, progress, on_problem)
+        summary = build(chosen, Path(index_dir), desc, enc, hidden=hidden, batch_size=batch_size, sup=supervision,
+                        seed=seed, refit=refit, extract_options={"workers": workers, "dask": dask},
+                        progress=progress, on_problem=on_problem)
     summary.paths, summary.new_paths = chosen, new
     summary.stale_lock = lease.stale.describe() if lease.stale else ""
     return summary
-
-
-def _training(enc: BaseEncoder, X: NDArray[np.float32], ok: list[FileRecord], roots: list[str], desc: Descriptor,
-              sup: Supervision, seed: int, progress: Progress) -> Training:
-    """The rows, labels and pairs the encoder is fitted on (see :mod:`hashdup.supervision`)."""
-    abspaths = [os.path.join(roots[r.root], r.path) for r in ok]
-    if sup.labels or sup.labels_from_dirs:
-        names = (labels_from_csv(sup.labels, PathIndex(abspaths)) if sup.labels
-                 else labels_from_dirs([r.path for r in ok]))
-        ids = np.array(sorted(names), dtype=np.int64)
-        y = encode_labels([names[i] for i in ids.tolist()])
-        if len(set(y.tolist())) < 2:
-            raise HashdupError(f"the labels name a single class ({names[int(ids[0])]!r}) for {len(ids)} images; "
-                               "supervision needs two classes or more")
-        return Training(X[ids], y, None, f"labels: {len(ids)} images in {len(set(y.tolist()))} classes")
-    if sup.pairs:
-        pairs = pairs_from_csv(sup.pairs, PathIndex(abspaths))
-        return Training(X, None, pairs, f"pairs: {int(pairs.similar.sum())} similar, {int((~pairs.similar).sum())} "
-                                        "dissimilar")
-    if enc.supervision != "none" and sup.self_supervised:
-        return edit_pairs(X, abspaths, [r.blake2b for r in ok], desc, describe_images, n_edits=sup.n_edits, seed=seed,
-                          progress=lambda done, total: progress("editing", done, total))
-    if enc.supervision == "required":
-        raise HashdupError(f"the {enc.name} encoder learns from supervision: give --labels, --labels-from-dirs or "
-                           "--pairs, or let it train on self-supervised edits (drop --no-self-supervised)")
-    return Training(X, None, None, "unsupervised")
-
-
-def _build(paths: Sequence[str | os.PathLike[str]], index_dir: Path, desc: Descriptor, enc: BaseEncoder, hidden: bool,
-           batch_size: int, sup: Supervision, seed: int, refit: bool, extract_options: dict[str, Any],
-           progress: Progress, on_problem: OnProblem) -> IndexSummary:
-    from hashdup import indexing
-
-    t0 = time.perf_counter()
-    started_ns = time.time_ns()  # before any file is looked at (see hashdup.io.journal.in_doubt)
-    found = walk(paths, hidden=hidden)
-    summary = IndexSummary(index=str(index_dir), links=found.links)
-    for p, reason in found.problems:
-        summary.skipped.append((display_path(p), reason))
-        on_problem(display_path(p), reason)
-    local = LocalExtractor()
-    settings = indexing.descriptor_settings(desc, local)
-    prev = indexing.open_previous(index_dir, settings)
-    summary.rebuild = prev.reason
-    journal = Journal(index_dir, settings, desc.n_features, commit_every=batch_size,
-                      on_commit=lambda: kill_point("journal"))
-    try:
-        records, X16, source, feats = indexing.gather(found, desc, local, prev, journal, summary, progress,
-                                                      on_problem, batch_size, extract_options)
-        summary.files = len(records)
-        summary.indexed = X16.shape[0]
-        if summary.indexed == 0:
-            where = ", ".join(os.fsdecode(p) for p in paths)
-            raise HashdupError(f"no images could be indexed under {where} ({len(summary.skipped)} skipped, "
-                               f"{summary.ignored} non-image files ignored)")
-        sup_settings = indexing.supervision_settings(sup)
-        reused, summary.refit = indexing.reusable_encoder(prev, enc, sup_settings, refit)
-        if reused is not None:
-            enc, summary.encoder_reused = reused, True
-            summary.training = prev.manifest["encoder"].get("training", "")  # type: ignore[index]
-            fitted_rows = prev.manifest["encoder"].get("fitted_rows")  # type: ignore[index]
-            codes = indexing.codes_reusing(enc, X16, source, prev.stored.codes.codes)  # type: ignore[union-attr]
-        else:
-            X = X16.astype(np.float32)
-            training = _training(enc, X, [r for r in records if r.id is not None], found.roots, desc, sup, seed,
-                                 progress)
-            try:
-                enc.fit(training.X, training.y, pairs=training.pairs,
-                        progress=lambda done, total: progress("training", done, total))
-            except ValueError as e:
-                raise HashdupError(f"cannot fit the {enc.name} encoder on {training.X.shape[0]} rows: {e}") from e
-            del X
-            summary.training, fitted_rows = training.description, int(training.X.shape[0])
-            codes = indexing.encode_rows(enc, X16)
-        # the features are written before the previous index is closed: reused ones are views of its feature file
-        gen = new_generation(index_dir)
-        FeatureFile.write(gen.path("features"), feats, frame=local.frame, max_keypoints=local.n_keypoints,
-                          thumb_pixels=local.thumb_pixels)
-        kill_point("written")
-        del feats
-    finally:
-        journal.close()
-        prev.close()
-    _write_generation(gen, found.roots, records, X16, codes, enc, seed, summary, {
-        "started_ns": started_ns, "paths": [os.fsdecode(p) for p in paths], "descriptor": settings,
-        "supervision": sup_settings,
-        "encoder": {"name": enc.name, "n_bits": enc.n_bits, "params": enc.json_params(),
-                    "fingerprint": enc.fingerprint().hex(), "training": summary.training,
-                    "fitted_rows": fitted_rows}})
-    journal.remove()  # its rows are all in the committed generation now
-    kill_point("journal-removed")
-    summary.seconds = time.perf_counter() - t0
-    return summary
-
-
-def _write_generation(gen: Generation, roots: list[str], records: list[FileRecord], X16: NDArray[np.float16],
-                      codes: NDArray[np.uint8], enc: BaseEncoder, seed: int, summary: IndexSummary,
-                      fields: dict[str, Any]) -> None:
-    """Write the other files of a new generation whose feature file is written (each flushed to disk under its
-    final name), then commit it."""
-    from hashdup.index.buckets import BucketTables
-
-    CodeFile.write(gen.path("codes"), codes, enc.n_bits, enc.fingerprint())
-    kill_point("written")
-    BucketTables.build(codes, enc.n_bits, random_state=seed, fingerprint=enc.fingerprint()).write(gen.path("buckets"))
-    kill_point("written")
-    write_catalogue(gen.path("catalogue"), roots, records)
-    kill_point("written")
-    write_descriptors(gen.path("descriptors"), X16)
-    kill_point("written")
-    enc.save(gen.path("encoder"))
-    kill_point("written")
-    commit(gen, {"hashdup": __version__, "roots": roots, **fields,
-                 "counts": {"files": summary.files, "indexed": summary.indexed,
-                            "errors": summary.files - summary.indexed, "exact_duplicates": summary.exact_duplicates}})
-
-
-class Index:
-    """An opened index: the stored files plus the descriptor, encoder and search engine they describe."""
-
-    def __init__(self, index_dir: str | os.PathLike[str] = DEFAULT_INDEX, *, verify: bool = True) -> None:
-        self.stored = StoredIndex(index_dir, verify=verify)
-        m = self.stored.manifest
-        try:
-            self.descriptor: Descriptor = make_descriptor(m["descriptor"]["name"], **m["descriptor"]["params"])
-        except (TypeError, ValueError) as e:
-            raise IndexFileError(str(self.stored.folder / "index.json"), f"bad descriptor settings: {e}") from e
-        self.encoder: BaseEncoder = load_encoder(self.stored.path("encoder"))
-        if self.encoder.fingerprint() != self.stored.codes.fingerprint:
-            raise IndexFileError(str(self.stored.path("encoder")), "encoder does not match the code file's fingerprint")
-        widths = {self.descriptor.n_features, m["descriptor"]["n_features"], self.encoder.n_features_in_}
-        if len(widths) != 1:
-            raise IndexFileError(str(self.stored.path("encoder")),
-                                 f"descriptor and encoder disagree on the feature count ({sorted(widths)})")
-        self.search = HammingIndex(self.stored.codes)
-
-    @property
-    def n_bits(self) -> int:
-        return self.stored.codes.n_bits
-
-    def __len__(self) -> int:
-        return len(self.search)
-
-    @cached_property
-    def buckets(self):  # noqa: ANN201 - hashdup.index.buckets.BucketTables, imported lazily
-        """The LSH bucket tables of approximate queries, opened (and checked) on first use."""
-        from hashdup.index.buckets import BucketTables
-
-        path = self.stored.path("buckets")
-        try:
-            tables = BucketTables.open(self.stored.held_path("buckets"))  # the generation this index opened
-        except IndexFileError as e:
-            raise IndexFileError(str(path), e.problem) from e
-        if tables.n_rows != len(self) or tables.fingerprint != self.stored.codes.fingerprint:
-            raise IndexFileError(str(path), "bucket tables do not match the code file")
-        return tables
-
-    def paths(self, ids: Iterable[int]) -> list[str]:
-        cat = self.stored.catalogue
-        return [display_path(cat.abspath(r)) for r in cat.records(ids)]
-
-    def close(self) -> None:
-        self.stored.close()
 
 
 def labelled_descriptors(index: Index, *, labels: str | None = None, from_dirs: bool = False
@@ -411,17 +191,10 @@ def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radiu
     return rows, failed
 
 
-def default_radius(n_bits: int) -> int:
-    """The default radius of ``dedup --no-verify`` (code distance alone decides) for ``n_bits``-bit codes:
-    :data:`DEFAULT_RADIUS_FRACTION` of the bits, rounded down (1 at 32 bits, 3 at 64, 6 at 128). With verification
-    (the default) the codes only propose candidates, at :data:`hashdup.pairs.CANDIDATE_RADIUS_FRACTION`."""
-    return int(DEFAULT_RADIUS_FRACTION * n_bits)
-
-
 def dedup(index: Index, radius: int | None = None, **options: Any) -> list[dict[str, Any]]:
     """Groups of near-duplicate images as JSON-ready dicts; see :func:`hashdup.dedup.find_groups` for the
     options and :meth:`hashdup.dedup.Group.to_json` for the fields."""
-    from hashdup.dedup import find_groups
+    from hashdup.dedup.groups import find_groups
 
     return [g.to_json() for g in find_groups(index, radius, **options)]
 

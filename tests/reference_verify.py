@@ -1,5 +1,5 @@
 """The slow reference verification: the scikit-image pipeline hashdup used before its compiled path, run on the same
-stored local features, as the oracle that :mod:`hashdup.verify` is compared with (tests/test_verify_reference.py).
+stored local features, as the oracle that :mod:`hashdup.dedup.verify` is compared with (tests/test_verify_reference.py).
 
 Descriptors are unpacked to booleans and matched by ``skimage.feature.match_descriptors`` (Hamming metric, cross
 check, ratio test), the similarity is fitted by ``skimage.measure.ransac`` with ``SimilarityTransform``, the
@@ -13,11 +13,11 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from hashdup.io.featurefile import LocalFeatures
-from hashdup.verify import BLOCK_AGREE, GATE_BITS, GATE_MATCHES, RANSAC, Verdict, block_agreement, ncc
+from hashdup.dedup.verify import BLOCK_AGREE, GATE_BITS, GATE_MATCHES, RANSAC, Verdict, block_agreement, ncc
 
 
 def band_pass(thumb: np.ndarray, frame: int) -> np.ndarray:
-    """:func:`hashdup.verify.band_pass` with scipy's Gaussian filter."""
+    """:func:`hashdup.dedup.verify.band_pass` with scipy's Gaussian filter."""
     s = max(thumb.shape) / frame
     g = thumb.astype(np.float64) / 255
     band = gaussian_filter(g, max(1.5 * s, 0.5)) - gaussian_filter(g, 8.0 * s)
@@ -29,7 +29,7 @@ def _rescale(sx: float, sy: float) -> np.ndarray:
 
 
 class ReferenceVerifier:
-    """:class:`hashdup.verify.Verifier`'s decision, step by step with scikit-image (default parameters)."""
+    """:class:`hashdup.dedup.verify.Verifier`'s decision, step by step with scikit-image (default parameters)."""
 
     def __init__(self, frame: int, *, min_inliers: int = 8, min_ncc: float = 0.8, min_blocks: float = 0.7,
                  min_overlap: float = 0.85, max_rotation: float = 20.0, max_ratio: float = 0.85,

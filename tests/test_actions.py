@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hashdup import actions
+from hashdup.dedup import actions
 from hashdup.dedup import KEEP_POLICIES, Group, Member, order_members
 
 from .clirun import run_script
@@ -613,7 +613,7 @@ def test_rows_of_files_that_vanished_or_changed_say_so_and_are_never_acted_on(li
 
 def test_original_keeper_of_a_giant_group_sums_over_a_sample(tmp_path):
     """A component of thousands of images (overlapping crops of a few photos) costs O(n), not O(n²)."""
-    from hashdup.dedup import SPREAD_SAMPLE, original_keeper
+    from hashdup.dedup.keepers import SPREAD_SAMPLE, original_keeper
 
     members = [Member(i, f"p/{i:04d}.jpg", str(tmp_path / f"{i}.jpg"), 1000, i, "h", 64, 48, "JPEG")
                for i in range(1000)]

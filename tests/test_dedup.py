@@ -17,8 +17,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from hashdup import bits, pipeline
 from hashdup.cli import cli
-from hashdup.dedup import find_groups
-from hashdup.pairs import PairJudge
+from hashdup.dedup.groups import find_groups
+from hashdup.dedup.judge import PairJudge
 
 from .test_verify import HOLIDAYS, SKIMAGE, caption, crop80, exif_rotated, photo, rotate3, save, tile
 

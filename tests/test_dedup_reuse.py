@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hashdup import pipeline, verify
+from hashdup import pipeline
+from hashdup.dedup import verify
 from hashdup.cli import cli
-from hashdup.dedup import find_groups
+from hashdup.dedup.groups import find_groups
 from hashdup.descriptors.local import LocalExtractor
 from hashdup.io.verdicts import VerdictStore
 

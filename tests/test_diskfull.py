@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hashdup import actions
+from hashdup.dedup import actions
 
 from .clirun import run_script
 
@@ -32,8 +32,8 @@ def lib(tmp_path, sample_dir, monkeypatch):
     return tmp_path, images, tmp_path / "idx"
 
 
-@pytest.mark.parametrize("where", ["hashdup.pipeline.write_descriptors", "hashdup.pipeline.FeatureFile.write",
-                                   "hashdup.pipeline.commit"])
+@pytest.mark.parametrize("where", ["hashdup.indexing.build.write_descriptors", "hashdup.indexing.build.FeatureFile.write",
+                                   "hashdup.indexing.build.commit"])
 def test_an_index_run_on_a_full_disk_stops_in_one_line_and_the_previous_index_serves(lib, monkeypatch, where):
     base, images, idx = lib
     before = json.loads(run("dedup", "--index", idx).stdout)
@@ -99,9 +99,9 @@ def test_an_action_that_meets_a_full_disk_stops_and_its_manifest_is_accurate(lib
 
 def test_a_manifest_that_cannot_be_written_stops_before_the_change(lib, monkeypatch):
     base, images, idx = lib
-    from hashdup.io import manifest
+    from hashdup.dedup import manifest
 
-    real, lines = manifest.Journal.write, []
+    real, lines = manifest.ActionLog.write, []
 
     def fills_up(self, record):
         lines.append(record)
@@ -110,7 +110,7 @@ def test_a_manifest_that_cannot_be_written_stops_before_the_change(lib, monkeypa
         return real(self, record)
 
     with monkeypatch.context() as m:
-        m.setattr(manifest.Journal, "write", fills_up)
+        m.setattr(manifest.ActionLog, "write", fills_up)
         r = run("dedup", "--index", idx, "--action", "move", base / "dups", "--yes", "--manifest", base / "m.jsonl")
     assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1].startswith("hashdup: error: No space left on device")
     moved = sorted(p.name for p in (base / "dups").rglob("*") if p.is_file())

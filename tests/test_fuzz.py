@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from hashdup.errors import ImageError, IndexFileError
 from hashdup import pipeline
+from hashdup.indexing import build as build_module
 from hashdup.io import images
 
 from . import fuzz_corpus as fc
@@ -351,7 +352,7 @@ def test_index_skips_hostile_files_with_a_reason_each(tmp_path, photo_paths, mon
 
     root = tmp_path / "photos"
     good, bad = _hostile_folder(root, photo_paths)
-    real_walk = pipeline.walk
+    real_walk = build_module.walk
 
     def walk_then_delete(*args, **kwargs):  # the file is listed, then vanishes before it is read
         found = real_walk(*args, **kwargs)
@@ -359,7 +360,7 @@ def test_index_skips_hostile_files_with_a_reason_each(tmp_path, photo_paths, mon
         (root / "vanishes.jpg").unlink()
         return found
 
-    monkeypatch.setattr(pipeline, "walk", walk_then_delete)
+    monkeypatch.setattr(build_module, "walk", walk_then_delete)
     idx = tmp_path / "index"
     runner = CliRunner()
     r = _in_thread(lambda: runner.invoke(_Main(), ["index", str(root), "--index", str(idx)]), timeout=120)

@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hashdup import indexing, pipeline
+from hashdup import pipeline
+from hashdup.indexing import collect as indexing
 from hashdup.cli import cli
 from hashdup.encoders import load_encoder
 from hashdup.io import store

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from hashdup import pipeline
+from hashdup.indexing import build as build_module
 from hashdup.errors import HashdupError, IndexFileError, NoIndexError
 from hashdup.io import store
 from hashdup.supervision import Supervision
@@ -147,7 +148,7 @@ def test_a_run_killed_before_commit_leaves_the_old_index(tmp_path, monkeypatch):
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "commit", killed)
+    monkeypatch.setattr(build_module, "commit", killed)
     with pytest.raises(KeyboardInterrupt):
         pipeline.build_index([imgs], tmp_path / "idx", n_bits=32)
     monkeypatch.undo()
@@ -286,14 +287,14 @@ def test_new_generation_after_unreadable_manifest(small_index):
 
 def test_file_vanishing_during_the_run_is_skipped(tmp_path, monkeypatch):
     imgs = _small_set(tmp_path / "imgs", 3)
-    real_walk = pipeline.walk
+    real_walk = build_module.walk
 
     def walk_then_delete(*a, **k):
         res = real_walk(*a, **k)
         (imgs / "1.jpg").unlink()
         return res
 
-    monkeypatch.setattr(pipeline, "walk", walk_then_delete)
+    monkeypatch.setattr(build_module, "walk", walk_then_delete)
     problems = []
     s = pipeline.build_index([imgs], tmp_path / "idx", on_problem=lambda p, r: problems.append((Path(p).name, r)))
     assert s.indexed == 2 and problems == [("1.jpg", "cannot read file: No such file or directory")]

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hashdup import report
+from hashdup.dedup import report
 from hashdup.dedup import KEEP_POLICIES, Group, Member, find_groups
 from hashdup.io import thumbnails
 

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashdup import bits
-from hashdup.index import HammingIndex, connected_groups
+from hashdup.dedup.groups import connected_groups
+from hashdup.index import HammingIndex
 from hashdup.index import scan
 from hashdup.index import hamming
 from hashdup.io.codefile import CodeFile

@@ -12,7 +12,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from hashdup import actions
+from hashdup.dedup import actions
+from hashdup.dedup.undo import undo
 from hashdup.io import trash
 
 pytestmark = pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the freedesktop.org trash")
@@ -122,7 +123,7 @@ def test_a_delete_killed_half_way_is_undone(tmp_path, desktop_trash, monkeypatch
     lines = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert lines[-1]["status"] == "started" and lines[-1]["trash"][0].startswith(str(desktop_trash))
     assert (tmp_path / "dup0.jpg").exists() == (when == "before the move")
-    (result,) = actions.undo(str(tmp_path / "m.jsonl"))
+    (result,) = undo(str(tmp_path / "m.jsonl"))
     assert result.status == "undone", result.reason
     assert (tmp_path / "dup0.jpg").read_bytes() == b"copy 0" and (tmp_path / "dup1.jpg").read_bytes() == b"copy 1"
     assert list((desktop_trash / "files").iterdir()) == [] and list((desktop_trash / "info").iterdir()) == []
@@ -144,4 +145,4 @@ def test_manifests_of_version_1_are_still_read(tmp_path):
     m = tmp_path / "old.jsonl"
     m.write_text(json.dumps({"format": "hashdup-actions", "version": 1, "index": "/x", "action": "delete",
                              "dest": None, "created": "2026-01-01T00:00:00Z"}) + "\n")
-    assert actions.undo(str(m)) == []
+    assert undo(str(m)) == []

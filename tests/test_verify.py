@@ -1,4 +1,4 @@
-"""Geometric verification (hashdup.verify) on real photos with real edits, and the mirror permutations of the
+"""Geometric verification (hashdup.dedup.verify) on real photos with real edits, and the mirror permutations of the
 descriptors that let mirrored copies be matched without describing them again.
 
 The photos come from the shared data (/work/shared/data, skipped when absent); every edit is made here with PIL and
@@ -22,7 +22,7 @@ from hashdup.descriptors.local import LocalExtractor
 from hashdup.errors import ImageError
 from hashdup.io import images
 from hashdup.io.featurefile import LocalFeatures
-from hashdup.verify import Verdict, Verifier
+from hashdup.dedup.verify import Verdict, Verifier
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SKIMAGE = SHARED / "skimage-data"

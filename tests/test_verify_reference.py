@@ -1,4 +1,4 @@
-"""The compiled verification (hashdup.verify, hashdup.index.matching) against the slow scikit-image reference
+"""The compiled verification (hashdup.dedup.verify, hashdup.index.matching) against the slow scikit-image reference
 (tests/reference_verify.py) on the same stored features: step by step, then verdict by verdict on a fixed set of
 pairs of real photos (edited copies, mirrored copies, different photos, neighbouring tiles of one photo)."""
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import ImageOps
 
 from hashdup.index.matching import match_binary
-from hashdup.verify import Verifier, _photometric_scores, block_agreement, ncc
+from hashdup.dedup.verify import Verifier, _photometric_scores, block_agreement, ncc
 
 from .reference_verify import ReferenceVerifier, band_pass
 from .test_verify import EDITS, EXTRACTOR, PHOTOS, SKIMAGE, features, photo, save, tile
@@ -60,7 +60,7 @@ def test_photometric_scores_are_ncc_and_block_agreement_over_the_overlap():
 
 @needs_data
 def test_band_pass_is_the_gaussian_difference_of_scipy():
-    from hashdup.verify import band_pass as fast
+    from hashdup.dedup.verify import band_pass as fast
 
     thumb = np.asarray(features(str(SKIMAGE / "coffee.png")).thumb)
     ref, got = band_pass(thumb, EXTRACTOR.frame), fast(thumb, EXTRACTOR.frame)

@@ -3,7 +3,7 @@ normalised greyscale thumbnail for the photometric check.
 
 They are computed once, when an image is indexed (:class:`LocalExtractor`, from the upright greyscale *frame* the
 image reader gives: the whole picture, aspect ratio kept, longest side :attr:`LocalExtractor.frame` pixels), stored
-in the index (:mod:`hashdup.io.featurefile`), and compared pair by pair by :mod:`hashdup.verify` without decoding
+in the index (:mod:`hashdup.io.featurefile`), and compared pair by pair by :mod:`hashdup.dedup.verify` without decoding
 any image again.
 
 References

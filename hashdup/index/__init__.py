@@ -1,12 +1,11 @@
 """Search over binary codes: exact Hamming kNN, radius search and self-join (:class:`HammingIndex`), approximate
-search in LSH bucket tables (:class:`~hashdup.index.buckets.BucketTables`), and grouping.
+search in LSH bucket tables (:class:`~hashdup.index.buckets.BucketTables`).
 
 The compiled modules (kernels, mih, buckets) are imported on first use, so that small jobs never load numba.
 """
 
 from typing import Any
 
-from hashdup.index.groups import connected_groups
 from hashdup.index.hamming import HammingIndex
 
 
@@ -18,4 +17,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["BucketTables", "HammingIndex", "connected_groups"]
+__all__ = ["BucketTables", "HammingIndex"]

@@ -1,6 +1,6 @@
 """Compiled loops of local-feature verification: :func:`hashdup.index.matching.match_binary` (nearest neighbours
 between two small sets of packed binary descriptors, with the cross check and the ratio test), the pixel comparison
-of :class:`hashdup.verify.Verifier`, and the screen that runs both over many candidate pairs in one call.
+of :class:`hashdup.dedup.verify.Verifier`, and the screen that runs both over many candidate pairs in one call.
 
 They live in one module, with its own population count, because numba's on-disk cache is keyed by the source file
 of each cached function only (a compiled helper imported from another file could run stale).

@@ -177,9 +177,9 @@ def write_catalogue(path: str | os.PathLike[str], roots: list[str], records: Ite
 
 def staleness(path: str, size: int | None, mtime_ns: int | None) -> str | None:
     """Why the file at ``path`` is no longer the one that was indexed with this ``size`` and modification time
-    (``mtime_ns``), as the actions' check words it (:func:`hashdup.io.manifest.unchanged`, a cheap look: size and
+    (``mtime_ns``), as the actions' check words it (:func:`hashdup.dedup.manifest.unchanged`, a cheap look: size and
     time, the content is not read, a symbolic link is followed); None when both are as recorded."""
-    from hashdup.io.manifest import unchanged
+    from hashdup.io.fileops import unchanged
 
     if size is None:
         return None

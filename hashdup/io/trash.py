@@ -12,7 +12,7 @@ records where it came from and when, so that both ``hashdup undo`` and the deskt
 A file is never copied across file systems (that would not be a trash but a slow copy), and nothing in a trash is
 ever overwritten: the name is reserved by creating its ``.trashinfo`` exclusively (``O_EXCL``), as the
 specification asks, before the file is renamed. :func:`reserve` and :func:`commit` are the two halves, so that the
-caller can journal the reserved name in between (:mod:`hashdup.actions`).
+caller can journal the reserved name in between (:mod:`hashdup.dedup.actions`).
 
 On macOS the trash is ``~/.Trash`` (same-volume files only, no ``.trashinfo``); Windows' recycle bin is not
 supported (:class:`TrashError`: delete permanently instead).
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from hashdup.io.atomic import fsync_dir
-from hashdup.io.manifest import noreplace
+from hashdup.io.fileops import noreplace
 
 __all__ = ["TrashError", "Trashed", "cancel", "commit", "put_back", "reserve"]
 

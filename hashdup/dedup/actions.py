@@ -1,8 +1,10 @@
-"""What ``hashdup dedup --action`` does to the duplicates of each group, and ``hashdup undo``.
+"""What ``hashdup dedup --action`` does to the duplicates of each group (``hashdup undo`` is
+:mod:`hashdup.dedup.undo`).
 
 :func:`plan` turns groups into one :class:`Step` per duplicate (never a keeper), :func:`check` refuses a file that
-changed since it was indexed, :func:`apply` acts and journals every change in a manifest, :func:`undo` reverses
-the moves, links and deletes (to the trash, :mod:`hashdup.io.trash`) a manifest records.
+changed since it was indexed, :func:`apply` acts and journals every change in a manifest;
+:func:`hashdup.dedup.undo.undo` reverses the moves, links and deletes (to the trash, :mod:`hashdup.io.trash`) a
+manifest records.
 
 Safety rules, in one place:
 
@@ -16,7 +18,7 @@ Safety rules, in one place:
   original was moved into the backup folder ``<manifest>.files/``, from which undo puts it back.
 
 The manifest is a JSON Lines journal, appended and flushed to disk around every change, so a run killed at any
-moment leaves an accurate record; its format is described in :mod:`hashdup.io.manifest`.
+moment leaves an accurate record; its format is described in :mod:`hashdup.dedup.manifest`.
 """
 
 from __future__ import annotations
@@ -24,28 +26,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from hashdup.dedup.manifest import FORMAT, VERSION, ActionLog
 from hashdup.io import trash
-from hashdup.io.atomic import file_digest, fsync_dir
-from hashdup.io.manifest import (
-    FORMAT,
-    VERSION,
-    Journal,
-    ManifestError,
-    default_manifest,  # noqa: F401 - part of this module's interface (hashdup.cli)
-    prune,
-    read_manifest,
-    replace_with_link,
-    restore,
-    transfer,
-    unchanged,
-)
-from hashdup.io.manifest import backup as make_backup
+from hashdup.io.atomic import fsync_dir
+from hashdup.io.fileops import backup as make_backup
+from hashdup.io.fileops import replace_with_link, transfer, unchanged
 from hashdup.io.walk import display_path
 
 if TYPE_CHECKING:
@@ -207,14 +197,14 @@ def preview(steps: Sequence[Step]) -> list[Step]:
     return list(steps)
 
 
-def _trashed(step: Step) -> trash.Trashed:
+def in_trash(step: Step) -> trash.Trashed:
     assert step.trash is not None and step.trash[0] is not None
     return trash.Trashed(step.trash[0], step.trash[1])
 
 
 def _act(step: Step, backup: str | None) -> None:
     if step.action == "delete" and step.trash is not None:
-        trash.commit(step.path, _trashed(step))
+        trash.commit(step.path, in_trash(step))
     elif step.action == "delete":
         os.unlink(step.path)
     elif step.action == "move":
@@ -233,7 +223,7 @@ def _act(step: Step, backup: str | None) -> None:
         fsync_dir(os.path.dirname(step.path))
 
 
-def _error(e: OSError) -> str:
+def error_text(e: OSError) -> str:
     where = f": {display_path(os.fsdecode(e.filename))}" if e.filename else ""
     return f"{e.strerror or e}{where}"
 
@@ -271,13 +261,13 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
     header = {"format": FORMAT, "version": VERSION, "index": os.path.abspath(index), "action": action,
               "dest": dest and os.path.abspath(dest), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "permanent": bool(permanent and action == "delete")}
-    journal = Journal(manifest, header)
+    journal = ActionLog(manifest, header)
     keepers: dict[str, Any] = {}
     full: OSError | None = None
     try:
         for n, step in enumerate(steps, start=1):
             if full is not None:  # the disk is full: the rest is not attempted (and said so, if the journal can)
-                step.status, step.reason = "skipped", f"{NOT_ATTEMPTED}: {_error(full)}"
+                step.status, step.reason = "skipped", f"{NOT_ATTEMPTED}: {error_text(full)}"
                 with contextlib.suppress(OSError):
                     journal.record(n, step)
                 if on_step is not None:
@@ -297,7 +287,7 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
                     try:  # the name in the trash is reserved, then journalled, then the file is moved there
                         reserved = trash.reserve(step.path)
                     except OSError as e:
-                        step.status, step.reason = "failed", _error(e)
+                        step.status, step.reason = "failed", error_text(e)
                         journal.record(n, step)
                         if on_step is not None:
                             on_step(step)
@@ -309,12 +299,12 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
                     _act(step, step.backup and os.path.join(os.path.dirname(journal.path), step.backup))
                     step.status = "done"
                 except OSError as e:
-                    step.status, step.reason = "failed", _error(e)
+                    step.status, step.reason = "failed", error_text(e)
                     if isinstance(e, FileExistsError) and step.action == "move":
                         step.status, step.reason = "skipped", "the target appeared meanwhile; not overwritten"
                     step.backup = None
                     if step.trash is not None:
-                        trash.cancel(_trashed(step))
+                        trash.cancel(in_trash(step))
                         step.trash = None
                     if e.errno in (errno.ENOSPC, errno.EDQUOT):
                         full = e
@@ -325,146 +315,3 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
     finally:
         journal.close()
     return list(steps)
-
-
-def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _undo_move(step: Step, started: bool) -> str | None:
-    src, dst = step.path, step.target
-    assert dst is not None
-    if os.path.lexists(src):
-        if os.path.lexists(dst) and _same(os.lstat(src), os.lstat(dst)):  # killed between link and unlink
-            os.unlink(dst)
-            return None
-        if started and not os.path.lexists(dst):  # killed before the move
-            return None
-        return "a file now exists at the original path; not overwritten"
-    reason, _ = unchanged(dst, step.size, None, step.blake2b, "the moved file")
-    if reason:
-        return reason
-    os.makedirs(os.path.dirname(src), exist_ok=True)
-    transfer(dst, src, step.blake2b)
-    return None
-
-
-def _is_our_link(step: Step, st: os.stat_result) -> bool:
-    if step.action == "symlink":
-        return stat.S_ISLNK(st.st_mode) and os.readlink(step.path) == step.target
-    return stat.S_ISREG(st.st_mode) and step.link is not None and [st.st_dev, st.st_ino] == list(step.link)
-
-
-def _undo_link(step: Step, backup: str, started: bool) -> str | None:
-    path = step.path
-    st = os.lstat(path) if os.path.lexists(path) else None
-    if not os.path.lexists(backup):
-        if started and st is not None and not _is_our_link(step, st):  # killed before the backup was made
-            return None
-        return f"the backup {display_path(backup)} is missing"
-    reason, b_st = unchanged(backup, step.size, None, step.blake2b, "the backup")
-    if reason:
-        return reason
-    assert b_st is not None
-    if st is not None and _same(st, b_st):  # killed before the link replaced the original
-        os.unlink(backup)
-        return None
-    if st is not None and not _is_our_link(step, st):
-        return "the path is no longer the link hashdup made; not overwritten"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    restore(backup, path, step.blake2b)
-    return None
-
-
-def _undo_delete(step: Step, started: bool) -> str | None:
-    intact = os.path.lexists(step.path) and unchanged(step.path, step.size, None, step.blake2b, "")[0] is None
-    if step.trash is None:
-        if started and intact:
-            return None  # killed before the file was deleted
-        return "deleted permanently (--permanent): cannot be restored"
-    where = _trashed(step)
-    if os.path.lexists(step.path):
-        if started and intact and not os.path.lexists(where.path):  # killed before the move to the trash
-            trash.cancel(where)
-            return None
-        return "a file now exists at the original path; not overwritten"
-    if not os.path.lexists(where.path):
-        return f"{display_path(where.path)} is no longer in the trash (emptied, or restored by hand)"
-    reason, _ = unchanged(where.path, step.size, None, step.blake2b, "the file in the trash")
-    if reason:
-        return reason
-    trash.put_back(where, step.path)
-    return None
-
-
-_STEP_FIELDS = {f.name for f in fields(Step)}
-
-
-def _undo_one(step: Step, header: dict[str, Any], folder: str) -> str | None:
-    """Reverse one change; None when done (the restored file then has its indexed content), else why not."""
-    started, step.reason = step.status == "started", None
-    if step.action == "delete":
-        return _undo_delete(step, started)
-    if step.action == "move":
-        reason = _undo_move(step, started)
-        if reason is None and step.target and header.get("dest"):
-            prune(os.path.dirname(step.target), header["dest"])
-    elif step.backup is not None:
-        reason = _undo_link(step, os.path.join(folder, step.backup), started)
-    else:
-        reason = "the manifest names no backup"
-    if reason is None and file_digest(step.path) != step.blake2b:
-        reason = "the restored file differs from the indexed one"
-    return reason
-
-
-def undo(manifest: str, *, on_step: Any = None) -> list[Step]:
-    """Reverse the changes recorded in ``manifest`` and record them as "undone" in it.
-
-    A moved file is moved back, a linked one is put back from its backup, a file moved to the trash is put back
-    from the trash; a restored file must have its indexed content (blake2b), and nothing that now exists at the
-    original path (other than the link hashdup made) is overwritten. Files deleted with ``permanent`` cannot be
-    restored. Entries already undone are reported and left alone, so undoing
-    twice is harmless.
-
-    Returns
-    -------
-    list of Step
-        One per change the manifest records: status "undone" (``reason`` "already undone" for earlier ones),
-        "skipped" with a reason (refused, or a permanent delete, which cannot be undone) or "failed" (an
-        operating-system error).
-    """
-    journal = Journal(manifest)
-    try:
-        header, entries = read_manifest(manifest, journal.text)  # validated before anything is written to it
-    except ManifestError:
-        journal.close()
-        raise
-    journal.drop_torn_line()
-    results = []
-    try:
-        for n, e in sorted(entries.items()):
-            if e.get("status") not in ("started", "done", "undone"):
-                continue  # skipped or failed at the time: nothing was changed
-            try:
-                step = Step(**{k: v for k, v in e.items() if k in _STEP_FIELDS})
-            except TypeError:
-                raise ManifestError(f"{manifest}: entry {n} is incomplete") from None
-            if step.status == "undone":
-                step.reason = "already undone"
-            else:
-                try:
-                    step.reason = _undo_one(step, header, os.path.dirname(journal.path))
-                    step.status = "skipped" if step.reason else "undone"
-                except OSError as err:
-                    step.status, step.reason = "failed", _error(err)
-                if step.status == "undone":
-                    journal.write({"n": n, "status": "undone", "reason": None})
-            results.append(step)
-            if on_step is not None:
-                on_step(step)
-    finally:
-        journal.close()
-    with contextlib.suppress(OSError):
-        os.rmdir(journal.path + ".files")  # only when every backup went back
-    return results
