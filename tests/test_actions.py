@@ -141,7 +141,7 @@ def _jpeg(path: Path, px: np.ndarray, quality: int) -> Path:
 def test_encoding_fidelity_reads_jpeg_quality_from_the_header(tmp_path):
     from PIL import Image
 
-    from hashdup.io.images import encoding_fidelity
+    from hashdup.io.fidelity import encoding_fidelity
 
     px = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     for q in (20, 50, 75, 90, 97):
@@ -551,7 +551,8 @@ def test_names_that_are_not_utf8_survive_the_manifest_and_undo(tmp_path, monkeyp
 
 
 def test_cli_choices_match_the_library_and_undo_has_help():
-    from hashdup import cli, cli_dedup
+    from hashdup import cli
+    from hashdup.cli import dedup_commands as cli_dedup
     from hashdup.dedup import LINKAGES
 
     assert tuple(cli_dedup.KEEP_POLICIES) == KEEP_POLICIES and tuple(cli_dedup.DEDUP_ACTIONS) == actions.ACTIONS

@@ -172,7 +172,7 @@ def test_os_errors_exit_1_with_the_path(runner, tmp_path, sample_dir):
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path, sample_dir):
-    """tqdm draws on stderr when it is a terminal (here a pseudo-terminal), never with --quiet."""
+    """The progress bar (rich) draws on stderr when it is a terminal (here a pseudo-terminal), never with --quiet."""
     import fcntl
     import pty
     import struct
@@ -199,7 +199,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path, sample_dir):
         return b"".join(chunks).decode(errors="replace")
 
     shown = stderr_of()
-    assert "describing" in shown and "img" in shown and "indexed 7 of 7" in shown
+    assert "describing" in shown and "images" in shown and "7/7" in shown and "indexed 7 of 7" in shown
     assert stderr_of("--quiet") == ""
 
 

@@ -75,11 +75,11 @@ def _blobs(n=400, d=16, k=4, seed=0):
 def test_evaluate_ranks_structure_above_chance():
     X, y = _blobs()
     rows = evaluate(X, y, ["lsh", "pca"], [16], n_queries=50, seed=0)
-    assert [(r.encoder, r.bits) for r in rows] == [("euclidean", 0), ("lsh", 16), ("pca", 16)]
+    assert [(r.encoder, r.bits) for r in rows] == [("euclidean", 0), ("kdtree", 0), ("lsh", 16), ("pca", 16)]
     assert rows[0].map > 0.95  # well separated blobs
-    assert rows[1].map > 0.8 and rows[2].map > 0.35  # chance is about 0.25 (pca's last bits are noise here)
-    again = evaluate(X, y, ["lsh"], [16], n_queries=50, seed=0, euclidean=False)
-    assert again[0].map == rows[1].map
+    assert rows[2].map > 0.8 and rows[3].map > 0.35  # chance is about 0.25 (pca's last bits are noise here)
+    again = evaluate(X, y, ["lsh"], [16], n_queries=50, seed=0, euclidean=False, kdtree=False)
+    assert [r.encoder for r in again] == ["lsh"] and again[0].map == rows[2].map
 
 
 def test_eval_command_on_a_features_file(tmp_path):
@@ -89,13 +89,15 @@ def test_eval_command_on_a_features_file(tmp_path):
                                  "--bits", "8,16", "--queries", "40", "--plot", str(tmp_path / "pr.png"), "-q"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
-    assert [set(row) for row in rows] == [{"encoder", "bits", "map", "p_at_r2", "p_at_100", "fit_s", "encode_s"}] * 5
-    assert rows[0]["encoder"] == "euclidean" and rows[0]["p_at_r2"] is None
+    assert [set(row) for row in rows] == [{"encoder", "bits", "map", "p_at_r2", "p_at_100", "fit_s", "encode_s"}] * 6
+    assert [row["encoder"] for row in rows] == ["euclidean", "kdtree", "lsh", "lsh", "pca", "pca"]
+    assert rows[0]["p_at_r2"] is None and rows[1]["p_at_r2"] is None
     assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = CliRunner().invoke(cli, ["eval", "--features", str(tmp_path / "f.npz"), "--encoder", "lsh", "--bits", "8",
-                                     "--queries", "40", "--table", "--no-euclidean", "-q"])
-    assert table.stdout.splitlines()[0].split() == ["encoder", "bits", "map", "p_at_r2", "p_at_100", "fit_s",
-                                                    "encode_s"]
+                                     "--queries", "40", "--table", "--no-euclidean", "--no-kdtree", "-q"])
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["encoder", "bits", "map", "p_at_r2", "p_at_100", "fit_s", "encode_s"]
+    assert [line.split()[0] for line in lines[2:]] == ["lsh"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -130,7 +132,7 @@ def test_eval_on_an_index_with_folder_labels(tmp_path, photo_paths):
                                  "--bits", "8", "--queries", "3", "-q"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
-    assert [(row["encoder"], row["bits"]) for row in rows] == [("euclidean", 0), ("lsh", 8)]
+    assert [(row["encoder"], row["bits"]) for row in rows] == [("euclidean", 0), ("kdtree", 0), ("lsh", 8)]
     assert all(0 <= row["map"] <= 1 for row in rows)
 
 

@@ -258,7 +258,7 @@ def test_cli_stdout_only_with_dash_and_keep_policy(sample_index):
 
 
 def test_cli_keep_choices_are_the_library_policies():
-    from hashdup.cli import report as command
+    from hashdup.cli.dedup_commands import report as command
 
     keep = next(p for p in command.params if p.name == "keep")
     assert tuple(keep.type.choices) == KEEP_POLICIES

@@ -66,7 +66,7 @@ def original_keeper(members: Sequence[Member], distances: Callable[[int, list[in
        plain, not mirror-aware: a mirrored copy is an edit) is within :data:`CENTRAL` of the smallest remain. Mild
        re-encodings (an EXIF-turned copy, a lossless conversion, a faint blur) stay as central as the original.
     3. *Most faithful encoding.* Among those, the highest ``fidelity`` (by default
-       :func:`hashdup.io.images.encoding_fidelity`: a JPEG's quality from its quantisation table, read from the
+       :func:`hashdup.io.fidelity.encoding_fidelity`: a JPEG's quality from its quantisation table, read from the
        file's header), where a lossless file next to lossy ones of the same picture counts as a conversion of them
        (exports to PNG are common; a camera or a phone writes JPEG or HEIF); then a name that does not say "copy"
        (:func:`looks_like_copy`); then the older file (a copy is made after its original: an EXIF-turned
@@ -75,7 +75,7 @@ def original_keeper(members: Sequence[Member], distances: Callable[[int, list[in
     Measured on bench/neardup.py (bench/RESULTS.md): the original is the keeper of all 116 held-out groups that
     contain one (87 of 87 on dev, where the thresholds were chosen), against 25 of 116 for "resolution".
     """
-    from hashdup.io.images import encoding_fidelity
+    from hashdup.io.fidelity import encoding_fidelity
 
     fidelity = fidelity or (lambda m: encoding_fidelity(m.abspath))
     key = keep_key("resolution")

@@ -1,4 +1,5 @@
-"""Compiled loops of :mod:`hashdup.index.mih` (numba, compiled once and cached on disk).
+"""Compiled loops of :mod:`hashdup.index.mih` (numba, compiled once and cached on disk). One module that must stay whole:
+numba caches compiled functions per source file, and kernels calling each other are compiled together.
 
 Kept apart from the search logic so that each module stays readable; see :mod:`hashdup.index.mih` for what they
 compute and why.

@@ -42,7 +42,7 @@ def _emit(rows: list[dict[str, Any]], fmt: str, columns: list[str],
           table_rows: list[dict[str, Any]] | None = None) -> None:
     """Write ``rows`` as JSON, JSON Lines or a table of ``columns``; ``table_rows``, when given, are what the table
     shows instead (one line per member of a group, say, where a JSON row holds the whole group)."""
-    from hashdup import formats
+    from hashdup.cli import formats
 
     if fmt == "jsonl":
         _write(formats.to_jsonl(rows))
@@ -56,3 +56,49 @@ def _open(index_dir: str):  # noqa: ANN202 - returns pipeline.Index
     from hashdup import pipeline
 
     return pipeline.Index(index_dir)
+
+
+class StageProgress:
+    """``progress(stage, done, total)`` drawn on stderr by rich, one bar per stage (``units`` names what a stage
+    counts); nothing at all when stderr is not a terminal or with ``--quiet``. Use :meth:`echo` for messages while
+    it runs (they print above the bar) and :meth:`close` at the end."""
+
+    def __init__(self, quiet: bool, units: dict[str, str] | None = None) -> None:
+        self.quiet = quiet
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.units = units or {}
+        self._bar: Any = None
+        self._task: Any = None
+        self._stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[unit]}"), TimeRemainingColumn(),
+                                 console=Console(stderr=True), transient=True)
+            self._bar.start()
+        if stage != self._stage:
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(stage, total=total, unit=self.units.get(stage, ""))
+            self._stage = stage
+        self._bar.update(self._task, completed=done, total=total)
+
+    def echo(self, message: str) -> None:
+        """``message`` on stderr (unless quiet), above the bar when one is drawn."""
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.console.print(message, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        else:
+            click.echo(message, err=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

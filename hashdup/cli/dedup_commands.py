@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from hashdup._cli_common import _emit, _open, _say, format_options, index_option, quiet_option
+from hashdup.cli.common import StageProgress, _emit, _open, _say, format_options, index_option, quiet_option
 
 
 KEEP_POLICIES = ["original", "resolution", "size", "oldest", "newest", "path"]  # hashdup.dedup.KEEP_POLICIES, kept here for --help
@@ -41,24 +41,12 @@ def _find_groups(idx: Any, radius: int | None, quiet: bool, **options: Any) -> l
     """find_groups with a progress bar on stderr while pairs are verified (only on a terminal, never with -q)."""
     from hashdup.dedup.groups import find_groups
 
-    bar = None
-
-    def progress(stage: str, done: int, total: int) -> None:
-        nonlocal bar
-        if quiet or not sys.stderr.isatty():
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="pair", desc=stage, file=sys.stderr, leave=False, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
+    progress = StageProgress(quiet, {"verifying": "pairs"})
     try:
-        return find_groups(idx, radius, progress=progress,
-                           on_problem=lambda m: _say(quiet, f"hashdup: warning: {m}"), **options)
+        return find_groups(idx, radius, progress=progress, on_problem=lambda m: progress.echo(f"hashdup: warning: {m}"),
+                           **options)
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""Rendering results for stdout: JSON (default), JSON Lines, and aligned tables for people."""
+"""Rendering results for stdout: JSON (default), JSON Lines, and tables for people (drawn by rich)."""
 
 from __future__ import annotations
 
@@ -41,20 +41,30 @@ _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def to_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """An aligned text table; list values are joined with commas, numbers right-aligned, every cell made
-    :func:`printable`."""
+    """A table of ``columns`` for people, drawn by rich: a header underlined, numbers right-aligned, list values
+    joined with commas, no cell wrapped or cut (a path stays whole, to be copied), every cell made
+    :func:`printable` and shown as plain text (the console reads no markup: a file named ``[b]x.jpg`` stays so)."""
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     def cell(v: Any) -> str:
         if v is None:
             return "-"
         return printable(", ".join(map(str, v)) if isinstance(v, list) else str(v))
 
-    cells = [[cell(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(r.get(c), (int, float, type(None))) for r in rows)
-               and any(isinstance(r.get(c), (int, float)) for r in rows) for c in columns]
-    def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
-        return "  ".join(parts).rstrip()
-    out = [line(columns), line(["-" * w for w in widths])]
-    out.extend(line(row) for row in cells)
-    return "\n".join(out) + "\n"
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="", highlight=False)
+    for c in columns:
+        numeric = (all(isinstance(r.get(c), (int, float, type(None))) for r in rows)
+                   and any(isinstance(r.get(c), (int, float)) for r in rows))
+        table.add_column(c, justify="right" if numeric else "left", no_wrap=True)
+    for r in rows:
+        table.add_row(*(cell(r.get(c, "")) for c in columns))
+    out = io.StringIO()
+    width = sum(len(c) for c in columns) + sum(max((len(cell(r.get(c, ""))) for r in rows), default=0)
+                                               for c in columns) + 4 * len(columns) + 8
+    Console(file=out, width=width, color_system=None, force_terminal=False, highlight=False, emoji=False,
+            markup=False).print(table)
+    return "".join(line.rstrip() + "\n" for line in out.getvalue().splitlines())
