@@ -67,8 +67,8 @@ def test_kdtree_knn_orders_ties_by_database_row(seed):
     B = ((Xq[:, None, :] - Xdb[None, :, :]) ** 2).sum(axis=2)  # exact integers
     assert (np.diff(np.sort(B, axis=1), axis=1) == 0).mean() > 0.5  # mostly ties
     D, I = kdtree_knn(cKDTree(Xdb), Xq, 80)
-    assert (I == np.argsort(B, axis=1, kind="stable")).all()
-    assert (D == np.sqrt(np.take_along_axis(B, I, axis=1))).all()
+    assert np.array_equal(I, np.argsort(B, axis=1, kind="stable"))
+    assert np.array_equal(D, np.sqrt(np.take_along_axis(B, I, axis=1)))
 
 
 @pytest.mark.parametrize("data", ["gaussian", "grid"])
