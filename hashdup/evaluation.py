@@ -58,7 +58,9 @@ class Result:
     pr: tuple[NDArray[np.float64], NDArray[np.float64]] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        r = lambda v: None if v is None else round(float(v), 4)
+        def r(v: Any) -> float | None:
+            return None if v is None else round(float(v), 4)
+
         return {"encoder": self.encoder, "bits": self.bits, "map": r(self.map), "p_at_r2": r(self.p_at_r2),
                 "p_at_100": r(self.p_at_100), "fit_s": round(self.fit_s, 3), "encode_s": round(self.encode_s, 3)}
 
@@ -103,11 +105,11 @@ def hamming_metrics(q_codes: NDArray[np.uint8], db_codes: NDArray[np.uint8], yq:
         ap, pt = _ranking_metrics(D, rel, top)
         aps.append(ap)
         p_top.append(pt)
-        within = D <= radius
+        within = radius >= D
         n_ret = within.sum(axis=1)
         p_r.append(np.where(n_ret > 0, (within & rel).sum(axis=1) / np.maximum(n_ret, 1), 0.0))
         for d in range(n_bits + 1):  # histogram of distances, all and relevant, pooled over queries
-            at = D == d
+            at = np.equal(D, d)
             ret_within[d] += at.sum()
             rel_within[d] += (at & rel).sum()
         total_rel += rel.sum()

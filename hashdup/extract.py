@@ -70,30 +70,35 @@ def extract_chunk(paths: Sequence[str], descriptor: Descriptor, start: int = 0,
                   local: LocalExtractor | None = None) -> list[Extracted]:
     """Extract a chunk of files in this process; ``start`` is the position of ``paths[0]`` in the whole run;
     ``local`` also computes each image's local features (from the same decoding)."""
-    out: list[Extracted | None] = [None] * len(paths)
-    pending: list[tuple[int, Extracted]] = []
+    out: list[Extracted] = []  # one per path, in order
+    described: list[int] = []  # positions in out of the decoded images, whose descriptors come below
     pixels: list[NDArray[np.uint8]] = []
     for n, path in enumerate(paths):
         size = mtime = None
         try:
             content = images.read_file(path, only_images=True)
             if content is None:
-                out[n] = Extracted(start + n, ignored=True)
+                out.append(Extracted(start + n, ignored=True))
                 continue
             size, mtime = content.size, content.mtime_ns
             digest = hashlib.blake2b(content.data, digest_size=16).hexdigest()
             img = images.decode(content.data, descriptor.image_size, name=path,
                                 frame=local.frame if local is not None else None)
-            feats = local.describe(img.gray) if local is not None else None
-            pending.append((n, Extracted(start + n, size, mtime, digest, img.width, img.height, img.format,
-                                         local=feats)))
-            pixels.append(img.pixels)
+            feats = None
+            if local is not None:
+                assert img.gray is not None  # decode() returns the grey frame when given frame=local.frame
+                feats = local.describe(img.gray)
+            extracted = Extracted(start + n, size, mtime, digest, img.width, img.height, img.format, local=feats)
         except ImageError as e:
-            out[n] = Extracted(start + n, size, mtime, error=e.reason)
+            out.append(Extracted(start + n, size, mtime, error=e.reason))
+            continue
+        described.append(len(out))
+        out.append(extracted)
+        pixels.append(img.pixels)
     X = describe_images(descriptor, pixels)
-    for (n, done), row in zip(pending, X, strict=True):
-        out[n] = replace(done, descriptor=row)
-    return out  # type: ignore[return-value]
+    for n, row in zip(described, X, strict=True):
+        out[n] = replace(out[n], descriptor=row)
+    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -206,7 +211,7 @@ def _single_threaded_environment() -> Iterator[None]:
     """Set the thread-pool variables to 1 while worker processes start, so they inherit them before numpy and
     scipy load their native libraries; the parent's own environment is restored afterwards."""
     saved = {var: os.environ.get(var) for var in _THREAD_LIMITS}
-    os.environ.update({var: "1" for var in _THREAD_LIMITS})
+    os.environ.update(dict.fromkeys(_THREAD_LIMITS, "1"))
     try:
         yield
     finally:
@@ -217,15 +222,17 @@ def _single_threaded_environment() -> Iterator[None]:
                 os.environ[var] = value
 
 
-def _new_pool(workers: int):  # noqa: ANN202 - concurrent.futures.ProcessPoolExecutor
+def _new_pool(workers: int):
     """A process pool whose workers start from a fork server that has already imported hashdup (no fork of a
     threaded parent; cheap restarts after a crash); plain spawn where fork servers do not exist."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    ctx: multiprocessing.context.BaseContext
     if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["hashdup.extract"])
+        forkserver = multiprocessing.get_context("forkserver")
+        forkserver.set_forkserver_preload(["hashdup.extract"])
+        ctx = forkserver
     else:  # pragma: no cover - Windows
         ctx = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_limit_threads)

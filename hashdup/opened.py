@@ -49,7 +49,7 @@ class Index:
         return len(self.search)
 
     @cached_property
-    def buckets(self):  # noqa: ANN201 - hashdup.index.buckets.BucketTables, imported lazily
+    def buckets(self):
         """The LSH bucket tables of approximate queries, opened (and checked) on first use."""
         from hashdup.index.buckets import BucketTables
 

@@ -20,17 +20,20 @@ from hashdup.descriptors import DescriptorName, make_descriptor
 from hashdup.encoders import EncoderName, make_encoder
 from hashdup.errors import HashdupError, ImageError
 from hashdup.extract import STORED_DTYPE, describe_images  # noqa: F401 - importable from here, as before
-from hashdup.io import images
-from hashdup.io.catalogue import staleness
 from hashdup.indexing.build import IndexSummary, build
 from hashdup.indexing.collect import OnProblem, Progress
 from hashdup.indexing.previous import library_paths
+from hashdup.io import images
+from hashdup.io.catalogue import staleness
 from hashdup.io.store import writer_lock
 from hashdup.io.verdicts import FILENAME as VERDICTS
 from hashdup.io.verdicts import LINKS_FILENAME as LINKS
 from hashdup.io.walk import display_path
 from hashdup.opened import DEFAULT_INDEX, DEFAULT_RADIUS_FRACTION, Index, default_radius  # noqa: F401 - re-exported
 from hashdup.supervision import PathIndex, Supervision, encode_labels, labels_from_csv, labels_from_dirs
+
+#: No labels or pairs given (self-supervised edits for the encoders that learn): the default of :func:`build_index`.
+UNSUPERVISED = Supervision()
 
 
 def _ignore(*_: Any) -> None:
@@ -41,7 +44,7 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
                 descriptor: DescriptorName = "gist+color", descriptor_params: dict[str, Any] | None = None,
                 encoder: EncoderName = "lsh",
                 n_bits: int = 64, seed: int = 0, hidden: bool = False, batch_size: int = 32,
-                supervision: Supervision = Supervision(), encoder_params: dict[str, Any] | None = None,
+                supervision: Supervision = UNSUPERVISED, encoder_params: dict[str, Any] | None = None,
                 refit: bool = False, progress: Progress = _ignore, on_problem: OnProblem = _ignore,
                 workers: int | None = None, dask: Any = None, replace: bool = False) -> IndexSummary:
     """Index folders of images: walk, describe, fit the encoder, encode, and write a new index generation.
@@ -56,7 +59,8 @@ def build_index(paths: Sequence[str | os.PathLike[str]], index_dir: str | os.Pat
     ----------
     paths : sequence of path-like
         Folders (walked recursively) and single image files, added to those the index already holds (an index is a
-        library that grows); empty, the index's own are walked again. See :func:`hashdup.indexing.previous.library_paths`.
+        library that grows); empty, the index's own are walked again. See
+        :func:`hashdup.indexing.previous.library_paths`.
     index_dir : path-like, default ".hashdup"
         Index folder; an existing index there is updated and replaced atomically when this run succeeds.
     descriptor : {"gist+color", "gist", "color"}
@@ -174,11 +178,12 @@ def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radiu
         lims, D, I = index.search.radius(codes, radius)
         hits = [(D[lims[n] : lims[n + 1]], I[lims[n] : lims[n + 1]]) for n in range(len(good))]
     else:
+        assert k is not None  # k or radius was given (checked above) and radius is None
         Dk, Ik = index.search.knn(codes, k + 1)  # one more, in case the query itself is indexed
         hits = [(Dk[n][Ik[n] >= 0], Ik[n][Ik[n] >= 0]) for n in range(len(good))]
     rows: list[dict[str, Any]] = []
     for (q, self_id), (D, I) in zip(good, hits, strict=True):
-        keep = I != self_id if self_id is not None else np.ones(I.shape, bool)
+        keep = self_id != I if self_id is not None else np.ones(I.shape, bool)
         D, I = D[keep], I[keep]
         if k is not None:
             D, I = D[:k], I[:k]

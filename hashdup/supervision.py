@@ -28,7 +28,6 @@ from hashdup.encoders import Pairs
 from hashdup.errors import HashdupError, ImageError
 from hashdup.io import edits, images
 
-
 #: At most this many edited copies per indexed image (a small library needs no more).
 EDITS_PER_IMAGE = 10
 #: Random pairs closer than this percentile of the edit pairs' distances are not used as dissimilar pairs.
@@ -101,7 +100,8 @@ def _rows(path: str | os.PathLike[str], width: int) -> list[tuple[int, list[str]
     """Non-empty CSV rows (line number, fields) with at least ``width`` fields; a header row is skipped."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
+            rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(f), start=1)
+                    if any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise HashdupError(f"cannot read {os.fsdecode(path)}: {e}") from e
     if rows and rows[0][1][:1] in (["path"], ["path_a"]):

@@ -17,6 +17,7 @@ from hashdup.cli.index_commands import ENCODER_NAMES, forget, index
 from hashdup.cli.search_commands import eval_, info, query
 from hashdup.errors import HashdupError
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hashdup")
 def cli() -> None:

@@ -11,14 +11,14 @@ import click
 FORMATS = ("json", "jsonl", "table")
 
 
-def _write(text: str) -> None:
+def write_stdout(text: str) -> None:
     """Write UTF-8 to stdout. Bytes of file names that are not valid UTF-8 (held as surrogate escapes) come out as
     ``\\udcXX``: a valid JSON escape, which ``json.loads`` then ``os.fsencode`` turn back into the original bytes."""
     sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
     sys.stdout.flush()
 
 
-def _say(ctx_quiet: bool, message: str) -> None:
+def say(ctx_quiet: bool, message: str) -> None:
     if not ctx_quiet:
         click.echo(message, err=True)
 
@@ -38,21 +38,21 @@ def format_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "fmt", flag_value="json", default=True, help="A JSON array (default).")(f)
 
 
-def _emit(rows: list[dict[str, Any]], fmt: str, columns: list[str],
+def emit(rows: list[dict[str, Any]], fmt: str, columns: list[str],
           table_rows: list[dict[str, Any]] | None = None) -> None:
     """Write ``rows`` as JSON, JSON Lines or a table of ``columns``; ``table_rows``, when given, are what the table
     shows instead (one line per member of a group, say, where a JSON row holds the whole group)."""
     from hashdup.cli import formats
 
     if fmt == "jsonl":
-        _write(formats.to_jsonl(rows))
+        write_stdout(formats.to_jsonl(rows))
     elif fmt == "table":
-        _write(formats.to_table(rows if table_rows is None else table_rows, columns))
+        write_stdout(formats.to_table(rows if table_rows is None else table_rows, columns))
     else:
-        _write(formats.to_json(rows))
+        write_stdout(formats.to_json(rows))
 
 
-def _open(index_dir: str):  # noqa: ANN202 - returns pipeline.Index
+def open_index(index_dir: str):
     from hashdup import pipeline
 
     return pipeline.Index(index_dir)

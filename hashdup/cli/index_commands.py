@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from click.core import ParameterSource
 
-from hashdup.cli.common import StageProgress, _say, index_option, quiet_option
+from hashdup.cli.common import StageProgress, index_option, quiet_option, say
 from hashdup.errors import HashdupError
 from hashdup.io.walk import display_path
+
+if TYPE_CHECKING:
+    from hashdup.descriptors import DescriptorName
+    from hashdup.encoders import EncoderName
 
 ENCODER_NAMES = ["lsh", "median", "pca", "itq", "spectral", "itml", "rbm"]  # hashdup.encoders.ENCODERS, kept
 # here so that --help does not import the encoders
@@ -87,8 +91,8 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
         raise click.UsageError(f"no index at {index_dir} yet: give the folders to index")
     if previous is not None:  # what is not given is the index's own, so that a rescan changes nothing else
         ctx = click.get_current_context()
-        given = {name for name in ("descriptor", "image_size", "encoder", "n_bits", "seed", "labels", "labels_from_dirs",
-                                   "pairs", "self_supervised", "n_edits")
+        given = {name for name in ("descriptor", "image_size", "encoder", "n_bits", "seed", "labels",
+                                   "labels_from_dirs", "pairs", "self_supervised", "n_edits")
                  if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
         if not given & {"descriptor", "image_size"}:
             descriptor, params = previous["descriptor"]["name"], dict(previous["descriptor"].get("params") or {})
@@ -100,7 +104,8 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
             seed = int((previous["encoder"].get("params") or {}).get("random_state", seed))
         stored = previous.get("supervision") or {}
         if stored and not given & {"labels", "labels_from_dirs", "pairs", "self_supervised", "n_edits"}:
-            labels, labels_from_dirs, pairs = stored.get("labels"), bool(stored.get("labels_from_dirs")), stored.get("pairs")
+            labels, pairs = stored.get("labels"), stored.get("pairs")
+            labels_from_dirs = bool(stored.get("labels_from_dirs"))
             self_supervised, n_edits = bool(stored.get("self_supervised", True)), int(stored.get("n_edits", n_edits))
     try:
         desc = make_descriptor(descriptor, **params)
@@ -118,17 +123,19 @@ def index(paths: tuple[str, ...], descriptor: str, image_size: int | None, encod
     except ValueError as e:
         raise click.UsageError("give at most one of --labels, --labels-from-dirs and --pairs") from e
     try:
-        s = pipeline.build_index(paths, index_dir, descriptor=descriptor, descriptor_params=params, encoder=encoder,
-                                 n_bits=n_bits, seed=seed, hidden=hidden, supervision=sup, progress=progress,
-                                 on_problem=problem, workers=workers, dask=dask, refit=refit, replace=replace)
+        # names from click.Choice or from the index itself, and make_descriptor / make_encoder accepted them above
+        s = pipeline.build_index(paths, index_dir, descriptor=cast("DescriptorName", descriptor),
+                                 descriptor_params=params, encoder=cast("EncoderName", encoder), n_bits=n_bits,
+                                 seed=seed, hidden=hidden, supervision=sup, progress=progress, on_problem=problem,
+                                 workers=workers, dask=dask, refit=refit, replace=replace)
     finally:
         progress.close()
     rate = s.files / s.seconds if s.seconds else 0.0
     if s.stale_lock:
-        _say(quiet, f"hashdup: took over the lock left by an interrupted run ({s.stale_lock})")
+        say(quiet, f"hashdup: took over the lock left by an interrupted run ({s.stale_lock})")
     if s.rebuild:
-        _say(quiet, f"hashdup: nothing reused from the previous index: {s.rebuild}")
-    _say(quiet, f"hashdup: indexed {s.indexed} of {s.files} image files into {s.index} in {s.seconds:.1f} s "
+        say(quiet, f"hashdup: nothing reused from the previous index: {s.rebuild}")
+    say(quiet, f"hashdup: indexed {s.indexed} of {s.files} image files into {s.index} in {s.seconds:.1f} s "
                 f"({rate:.0f} files/s): {s.added} added, {s.updated} updated, {s.removed} removed, {s.unchanged} "
                 f"unchanged ({s.decoded} decoded" + (f", {s.rehashed} hashed to confirm" if s.rehashed else "")
                 + (f", {s.resumed} resumed from an interrupted run" if s.resumed else "")

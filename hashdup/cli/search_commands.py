@@ -1,16 +1,22 @@
-"""``hashdup query``, ``hashdup info`` and ``hashdup eval``: searching an index, describing it, and measuring encoders."""
+"""``hashdup query``, ``hashdup info`` and ``hashdup eval``: searching an index, describing it, and measuring
+encoders."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
+from hashdup.cli.common import emit, format_options, index_option, open_index, quiet_option, say, write_stdout
 from hashdup.cli.index_commands import ENCODER_NAMES
-from hashdup.cli.common import _emit, _open, _say, _write, format_options, index_option, quiet_option
 from hashdup.errors import HashdupError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 
 @click.command()
@@ -43,14 +49,14 @@ def query(images: tuple[str, ...], k: int | None, radius: int | None, approx: bo
 
     if k is None and radius is None:
         k = 12
-    idx = _open(index_dir)
+    idx = open_index(index_dir)
     try:
         rows, failed = pipeline.query(idx, list(images), k=k, radius=radius, approx=approx, probes=probes,
                                       on_problem=lambda p, r: click.echo(f"hashdup: cannot read {p}: {r}", err=True))
     finally:
         idx.close()
     stale = [r for r in rows if "stale" in r]
-    _emit(rows, fmt, ["query", "rank", "distance", "path"],
+    emit(rows, fmt, ["query", "rank", "distance", "path"],
           [{**r, "path": r["path"] + f"  [{r['stale']}]"} if "stale" in r else r for r in rows])
     if stale:
         click.echo(f"hashdup: warning: {len(stale)} result{'s' if len(stale) > 1 else ''} vanished or changed "
@@ -72,9 +78,9 @@ def info(index_dir: str) -> None:
     from hashdup import pipeline
     from hashdup.cli import formats
 
-    idx = _open(index_dir)
+    idx = open_index(index_dir)
     try:
-        _write(formats.to_json(pipeline.info(idx)))
+        write_stdout(formats.to_json(pipeline.info(idx)))
     finally:
         idx.close()
 
@@ -138,32 +144,34 @@ def eval_(features: str | None, labels: str | None, labels_from_dirs: bool, enco
         raise click.UsageError("give --labels or --labels-from-dirs, not both")
     if plot and not os.access(os.path.dirname(os.path.abspath(plot)), os.W_OK):
         raise click.BadParameter(f"cannot write to the folder of {plot}", param_hint="--plot")
+    X: NDArray[np.floating]  # float64 from a features file, float32 from an index
     if features:
         X, y = evaluation.load_features(features)
     elif labels or labels_from_dirs:
         from hashdup import pipeline
 
-        idx = _open(index_dir)
+        idx = open_index(index_dir)
         try:
             X, y = pipeline.labelled_descriptors(idx, labels=labels, from_dirs=labels_from_dirs)
         finally:
             idx.close()
     else:
-        raise click.UsageError("eval needs labels: --features FILE.npz, or an index with --labels or --labels-from-dirs")
+        raise click.UsageError("eval needs labels: --features FILE.npz, or an index with --labels or "
+                               "--labels-from-dirs")
     for b in bits_list:
         if not 8 <= b <= 1024:
             raise click.BadParameter(f"code lengths must be between 8 and 1024, got {b}", param_hint="--bits")
     if not n_queries < len(X):
         raise click.BadParameter(f"must be smaller than the {len(X)} labelled items", param_hint="--queries")
 
-    def report(r: "evaluation.Result") -> None:
-        _say(quiet, f"hashdup: {r.encoder} {r.bits} bits: mAP {r.map:.4f} (fit {r.fit_s:.1f} s)")
+    def report(r: evaluation.Result) -> None:
+        say(quiet, f"hashdup: {r.encoder} {r.bits} bits: mAP {r.map:.4f} (fit {r.fit_s:.1f} s)")
 
     try:
         results = evaluation.evaluate(X, y, encoders, bits_list, n_queries=n_queries, n_train=n_train, seed=seed,
                                       euclidean=not no_euclidean, kdtree=not no_kdtree, on_result=report)
     except ValueError as e:
         raise HashdupError(str(e)) from e
-    _emit([r.as_dict() for r in results], fmt, ["encoder", "bits", "map", "p_at_r2", "p_at_100", "fit_s", "encode_s"])
+    emit([r.as_dict() for r in results], fmt, ["encoder", "bits", "map", "p_at_r2", "p_at_100", "fit_s", "encode_s"])
     if plot:
         evaluation.plot_pr(results, plot)

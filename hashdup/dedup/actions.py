@@ -135,6 +135,7 @@ def plan(groups: Iterable[Group], action: Action, dest: str | None = None, *,
     groups = list(groups)
     keepers = {g.keep.abspath for g in groups}
     names = _move_names(roots)
+    move_to = os.path.abspath(dest) if dest is not None else None  # set exactly when action == "move"
     steps, seen = [], set(keepers)
     for g in groups:
         k = g.keep
@@ -142,8 +143,8 @@ def plan(groups: Iterable[Group], action: Action, dest: str | None = None, *,
             if m.abspath in seen:
                 continue
             seen.add(m.abspath)
-            if action == "move":
-                target: str | None = os.path.join(os.path.abspath(dest), _relative(m.abspath, roots, names))
+            if move_to is not None:
+                target: str | None = os.path.join(move_to, _relative(m.abspath, roots, names))
             else:
                 target = k.abspath if action in LINKS else None
             steps.append(Step(g.number, action, m.abspath, k.abspath, target, m.size, m.mtime_ns, m.blake2b,

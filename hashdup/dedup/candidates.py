@@ -13,13 +13,14 @@ The decisions (stage 2) are :class:`hashdup.dedup.judge.PairJudge`'s, which exte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from hashdup import bits
+from hashdup.descriptors.base import View
 from hashdup.index.matching import pair_distances
 
 if TYPE_CHECKING:
@@ -99,19 +100,19 @@ class Candidates:
             same = np.array(sorted(self.identical), dtype=np.int64)
             radius_i.append(same[:, 0])
             radius_j.append(same[:, 1])
-        if self.mirror:
+        if self.mirror_codes is not None:  # set when mirroring
             for a in range(0, self.n, _BLOCK):
                 lims, _, I = search.radius(np.asarray(self.mirror_codes[a : a + _BLOCK]), self.radius)
                 radius_i.append(np.repeat(np.arange(a, a + len(lims) - 1, dtype=np.int64), np.diff(lims)))
                 radius_j.append(I)
         if self.verify and self.nearest > 0:
             for v in self._views():
-                a, b = self._nearest(*v)
-                near_i.append(a)
-                near_j.append(b)
+                vi, vj = self._nearest(*v)
+                near_i.append(vi)
+                near_j.append(vj)
         n = max(self.n, 1)
 
-        def unique(parts_i: list, parts_j: list) -> NDArray[np.int64]:
+        def unique(parts_i: list[NDArray[np.int64]], parts_j: list[NDArray[np.int64]]) -> NDArray[np.int64]:
             if not parts_i:
                 return np.zeros(0, dtype=np.int64)
             a, b = np.concatenate(parts_i).astype(np.int64), np.concatenate(parts_j).astype(np.int64)
@@ -122,17 +123,16 @@ class Candidates:
         pairs = np.union1d(unique(radius_i, radius_j), near)
         return pairs // n, pairs % n, np.isin(pairs, near)
 
-    def _views(self) -> list[tuple[HammingIndex, list[NDArray[np.uint8]], Callable | None]]:
+    def _views(self) -> list[tuple[HammingIndex, list[NDArray[np.uint8]], View | None]]:
         """Where nearest images are looked for: the index's own codes (plain and mirrored queries) compared on the
         whole descriptor, and each of the descriptor's ``views()`` (seeded random-hyperplane codes of the view,
         then the view's distance)."""
         from hashdup.index import HammingIndex
 
-        views: list = [(self.index.search, [np.asarray(self.codes)] + ([self.mirror_codes] if self.mirror else []),
-                        None)]
-        described = getattr(self.index.descriptor, "views", None)
+        queries = [np.asarray(self.codes)] + ([self.mirror_codes] if self.mirror_codes is not None else [])
+        views: list[tuple[HammingIndex, list[NDArray[np.uint8]], View | None]] = [(self.index.search, queries, None)]
         rng = np.random.default_rng(0)
-        for view in (described() if described is not None else {}).values():
+        for view in self.index.descriptor.views().values():
             W = None
             plain = np.empty((self.n, bits.row_bytes(PART_BITS)), dtype=np.uint8)
             mirrored = np.empty_like(plain)
@@ -148,7 +148,7 @@ class Candidates:
             views.append((HammingIndex(plain, PART_BITS), [plain] + ([mirrored] if self.mirror else []), view))
         return views
 
-    def _nearest(self, search: HammingIndex, queries: list[NDArray[np.uint8]], view: Callable | None
+    def _nearest(self, search: HammingIndex, queries: list[NDArray[np.uint8]], view: View | None
                  ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Each image's :data:`NEAREST` closest images (by the descriptor, or its ``view``) among its
         :data:`SHORTLIST` nearest codes in ``search``."""
@@ -159,7 +159,7 @@ class Candidates:
             rows = np.repeat(np.arange(a, a + len(shortlist), dtype=np.int64), shortlist.shape[1])
             cand = shortlist.reshape(-1)
             ok = (cand >= 0) & (cand != rows)
-            d = np.full(len(cand), np.inf)
+            d: NDArray[np.float64] = np.full(len(cand), np.inf)
             d[ok] = self._distances(rows[ok], cand[ok], view)
             d = d.reshape(shortlist.shape)
             listed = np.isfinite(d.reshape(-1))
@@ -180,7 +180,7 @@ class Candidates:
 
 
     # --- descriptor distances ----------------------------------------------------------------------------------------
-    def _distances(self, i: NDArray[np.int64], j: NDArray[np.int64], view: Callable | None = None, *,
+    def _distances(self, i: NDArray[np.int64], j: NDArray[np.int64], view: View | None = None, *,
                    remember: bool | NDArray[np.bool_] = False) -> NDArray[np.float64]:
         """Descriptor distances of pairs (of a ``view`` of the descriptors, if given), the smaller of plain and
         mirrored when mirroring. Pairs of whole descriptors marked by ``remember`` (all, none, or a mask) are kept
@@ -200,7 +200,7 @@ class Candidates:
                                         zip(plain.tolist(), pm.tolist(), strict=True), strict=True))
         return out
 
-    def _plain_mirrored(self, i: NDArray[np.int64], j: NDArray[np.int64], view: Callable | None
+    def _plain_mirrored(self, i: NDArray[np.int64], j: NDArray[np.int64], view: View | None
                         ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
         if view is None:
             V, Vm = self.X, self.Xm

@@ -71,8 +71,8 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
     try:
         i, j = judge.linked_pairs()
         components = connected_groups(len(index), i, j)
-        recs = {r.id: member(index, r) for r in index.stored.catalogue.records(np.unique(np.concatenate(components))
-                                                                            .tolist() if components else [])}
+        grouped = np.unique(np.concatenate(components)).tolist() if components else []
+        recs = {r.indexed_id: member(index, r) for r in index.stored.catalogue.records(grouped)}
         parts = []
         for ids in components:
             if linkage == "single":

@@ -7,8 +7,9 @@ other candidates are compared by :class:`hashdup.dedup.verify.Verifier` on the l
 matches, a RANSAC similarity transform, then agreement of the aligned thumbnails), closest first, skipping pairs
 already joined through earlier links, so the features are compared about once per duplicate and a few times per
 other image. The pairs are verified in batches of :data:`SCREEN_BATCH`: :meth:`Verifier.screen
-<hashdup.dedup.verify.Verifier.screen>` decides in one compiled pass, on all cores, the pairs that need neither RANSAC nor
-a warp (almost every pair of a folder without duplicates), and :meth:`~hashdup.dedup.verify.Verifier.verify` the others.
+<hashdup.dedup.verify.Verifier.screen>` decides in one compiled pass, on all cores, the pairs that need neither RANSAC
+nor a warp (almost every pair of a folder without duplicates), and :meth:`~hashdup.dedup.verify.Verifier.verify` the
+others.
 Verdicts are kept in the index folder (:mod:`hashdup.io.verdicts`) for the next run. A last pass compares once the
 groups that keep meeting on each other's shortlists (:meth:`PairJudge._merge_groups`). Measured on bench/neardup.py
 (bench/RESULTS.md).
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.dedup.candidates import (CANDIDATE_RADIUS_FRACTION, NEAREST, PART_BITS, SHORTLIST, Candidates)
+from hashdup.dedup.candidates import CANDIDATE_RADIUS_FRACTION, NEAREST, PART_BITS, SHORTLIST, Candidates
 from hashdup.dedup.verify import Verdict, Verifier
+from hashdup.errors import IndexFileError
 from hashdup.io.verdicts import LinkStore, VerdictStore, way_code
 
 if TYPE_CHECKING:
@@ -248,39 +250,55 @@ class PairJudge(Candidates):
         send to the verifier and no stored verdict answers; the pairs it decides are then answered from memory."""
         if not self.verify or not pairs:
             return
-        self._open_verdicts()
+        verdicts, hashes = self._open_verdicts()
         asked = []
         for i, j in pairs:
             if ((i, j) in self._decided or (i, j) in self._screened or (i, j) in self.identical
                     or self.distance(i, j) <= self.accept):
                 continue
             mirrored = self._mirrored(i, j)
-            if self._verdicts.get(self._hashes[i], self._hashes[j], way_code(mirrored)) is None:
+            if verdicts.get(hashes[i], hashes[j], way_code(mirrored)) is None:
                 asked.append((i, j, mirrored))
         for (i, j, _), v in zip(asked, self.verifier.screen(asked), strict=True):
             if v is not None:
                 self._screened[(i, j)] = v
 
-    def _open_verdicts(self) -> None:
-        if self._verdicts is None:
+    def _open_verdicts(self) -> tuple[VerdictStore, list[bytes]]:
+        """The stored verdicts, and the content hash of each indexed image (by id), both read on first use.
+
+        Raises
+        ------
+        IndexFileError
+            When the catalogue records an indexed file without its content hash.
+        """
+        if self._verdicts is None or self._hashes is None:
+            catalogue = self.index.stored.catalogue
+            hashes = []
+            for r in catalogue.records():
+                if r.id is None:
+                    continue
+                if r.blake2b is None:
+                    raise IndexFileError(str(catalogue.path), f"indexed file {r.path!r} has no content hash")
+                hashes.append(bytes.fromhex(r.blake2b))
             self._verdicts = VerdictStore(self.index.stored.folder, self.verification_settings())
-            self._hashes = [bytes.fromhex(r.blake2b) for r in self.index.stored.catalogue.records()
-                            if r.id is not None]
+            self._hashes = hashes
+        return self._verdicts, self._hashes
 
     def verdict(self, i: int, j: int) -> Verdict:
         """The verification of the pair ``i < j`` from the stored features, or from the stored verdicts when the
         same two files were compared before under the same settings."""
         mirrored = self._mirrored(i, j)
-        self._open_verdicts()
-        key = (self._hashes[i], self._hashes[j], way_code(mirrored))
-        known = self._verdicts.get(*key)
+        verdicts, hashes = self._open_verdicts()
+        key = (hashes[i], hashes[j], way_code(mirrored))
+        known = verdicts.get(*key)
         if known is not None:
             same, way, reason, inliers, r_ncc, overlap = known
             v = Verdict(same, inliers, r_ncc, overlap, way, reason)
         else:
-            v = self._screened.pop((i, j), None) or self.verifier.verify(i, j, mirrored)
+            screened = self._screened.pop((i, j), None)
+            v = screened if screened is not None else self.verifier.verify(i, j, mirrored)
             self.verified += 1
-            self._verdicts.put(*key, (v.same, v.mirrored, v.reason, v.inliers, v.ncc, v.overlap))
+            verdicts.put(*key, (v.same, v.mirrored, v.reason, v.inliers, v.ncc, v.overlap))
         if v.same and v.inliers == 0:  # accepted by the whole-frame comparison
             self._whole.add((i, j))
         return v

@@ -23,7 +23,7 @@ SPREAD_SAMPLE = 256  # members a spread is summed over, at most: the keeper of a
 CENTRAL = 0.15  # on bench/neardup.py dev, 0.10-0.25 all keep the original (0.02: 0.87, 0.05: 0.99)
 
 
-def keep_key(policy: str):  # noqa: ANN202 - a sort key on Member
+def keep_key(policy: str):
     """Sort key putting the keeper first; ties broken by resolution, then size, then age, then path. The "original"
     policy needs the group's descriptors (:func:`original_keeper`); its key here is the fallback, "resolution"."""
     if policy in ("original", "resolution"):

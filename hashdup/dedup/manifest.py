@@ -33,8 +33,8 @@ file's path in the trash, its .trashinfo or null]``, reserved before the entry i
 :mod:`hashdup.io.trash`).
 
 ``status`` is "skipped" (refused before anything changed; ``reason`` says why) or "started" (about to change);
-a started entry is then updated by ``{"n", "status": "done" | "failed" | "skipped", "reason", "backup", "trash"}`` once the
-change is made or refused, and ``hashdup undo`` appends ``{"n", "status": "undone", "reason": null}`` for every
+a started entry is then updated by ``{"n", "status": "done" | "failed" | "skipped", "reason", "backup", "trash"}``
+once the change is made or refused, and ``hashdup undo`` appends ``{"n", "status": "undone", "reason": null}`` for every
 change it reverses. An entry still "started" is one a killed run was in the middle of.
 
 A last line without its newline (a write cut short by a kill) is ignored when read and cut off before anything is
@@ -52,7 +52,7 @@ from typing import Any
 from hashdup.errors import HashdupError
 from hashdup.io.atomic import fsync_dir
 
-__all__ = ["FORMAT", "VERSION", "ManifestError", "ActionLog", "read_actions", "default_manifest"]
+__all__ = ["FORMAT", "VERSION", "ActionLog", "ManifestError", "default_manifest", "read_actions"]
 
 FORMAT, VERSION = "hashdup-actions", 2
 #: Versions read: 1 (no deletes into the trash, no "permanent" in the header) and 2.

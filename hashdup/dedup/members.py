@@ -70,7 +70,8 @@ class Group:
         "match", "distance", "path"}``, ``distance`` the Hamming distance from the keeper's code; a stale file's
         path says so (``[vanished]``)."""
         stale = self.stale()
-        return [{"group": self.number, "keep": "*" if m is self.keep else "", "match": "" if m is self.keep else m.match,
+        return [{"group": self.number, "keep": "*" if m is self.keep else "",
+                 "match": "" if m is self.keep else m.match,
                  "distance": m.distance, "path": m.path + (f"  [{stale[m.path]}]" if m.path in stale else "")}
                 for m in self.members]
 
@@ -87,5 +88,5 @@ class Group:
 def member(index: Index, rec: FileRecord, distance: int = 0, match: str = "keeper") -> Member:
     cat = index.stored.catalogue
     path = cat.abspath(rec)
-    return Member(int(rec.id), display_path(path), path, int(rec.size or 0), int(rec.mtime_ns or 0),
+    return Member(int(rec.indexed_id), display_path(path), path, int(rec.size or 0), int(rec.mtime_ns or 0),
                   rec.blake2b or "", int(rec.width or 0), int(rec.height or 0), rec.format or "", distance, match)

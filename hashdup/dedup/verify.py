@@ -174,7 +174,10 @@ class Verifier:
     @classmethod
     def settings_for(cls, frame: int, **params: Any) -> dict[str, Any]:
         """:meth:`settings` of a verifier with these parameters, without opening any features."""
-        return cls(lambda i: None, frame, **params).settings()  # type: ignore[arg-type,return-value]
+        def no_features(i: int) -> LocalFeatures:
+            raise RuntimeError("a verifier made by settings_for has no features to compare")
+
+        return cls(no_features, frame, **params).settings()
 
     def ways(self, mirrored: bool | None) -> tuple[bool, ...]:
         """Which ways round the second image of a pair is compared (see :meth:`verify`), in order."""

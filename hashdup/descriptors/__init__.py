@@ -14,7 +14,7 @@ from hashdup.descriptors.combined import GistColor
 from hashdup.descriptors.gist import Gist
 
 DescriptorName = Literal["gist", "color", "gist+color"]
-DESCRIPTORS: dict[str, type] = {"gist": Gist, "color": ColorHistogram, "gist+color": GistColor}
+DESCRIPTORS: dict[str, type[Descriptor]] = {"gist": Gist, "color": ColorHistogram, "gist+color": GistColor}
 
 
 def make_descriptor(name: DescriptorName | str, **params: Any) -> Descriptor:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
+
+View = Callable[[NDArray[np.floating]], NDArray[np.float64]]
+"""A part or a coarsening of a descriptor, as a function of full descriptors: ``(n, n_features)`` in, ``(n, m)``
+float64 out (see :meth:`Descriptor.views`)."""
 
 
 @runtime_checkable
@@ -22,9 +27,12 @@ class Descriptor(Protocol):
         Length of each descriptor.
     """
 
-    name: str
-    image_size: int
-    n_features: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def image_size(self) -> int: ...
+    @property
+    def n_features(self) -> int: ...
 
     def describe(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
         """Describe a batch of images of shape (n, image_size, image_size, 3) as an (n, n_features) array."""
@@ -32,6 +40,17 @@ class Descriptor(Protocol):
 
     def get_params(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this descriptor."""
+        ...
+
+    def mirror_permutation(self) -> NDArray[np.int64]:
+        """Feature order of the descriptor of the left-right mirrored image: ``describe(mirror(I)) ≈
+        describe(I)[perm]``, an int64 permutation of shape (n_features,), so that mirrored copies are matched without
+        describing them again."""
+        ...
+
+    def views(self) -> dict[str, View]:
+        """Named views (see :data:`View`) in which near-duplicate search also looks for each image's nearest
+        neighbours, in a fixed order; an empty dict when the whole descriptor is the only view."""
         ...
 
 

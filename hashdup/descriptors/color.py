@@ -8,8 +8,9 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from hashdup.descriptors.base import check_images
+from hashdup.descriptors.base import View, check_images
 
+ColorSpace = Literal["hsv", "lab"]
 _RANGES = {"hsv": ((0.0, 1.0), (0.0, 1.0), (0.0, 1.0)), "lab": ((0.0, 100.0), (-128.0, 128.0), (-128.0, 128.0))}
 _DEFAULT_BINS = {"hsv": (8, 4, 4), "lab": (4, 8, 8)}
 
@@ -39,7 +40,7 @@ class ColorHistogram:
 
     name = "color"
 
-    def __init__(self, *, space: Literal["hsv", "lab"] = "hsv", bins: tuple[int, int, int] | None = None,
+    def __init__(self, *, space: ColorSpace = "hsv", bins: tuple[int, int, int] | None = None,
                  grid: int = 1, image_size: int = 64) -> None:
         if space not in _RANGES:
             raise ValueError(f"space must be 'hsv' or 'lab', got {space!r}")
@@ -69,6 +70,10 @@ class ColorHistogram:
         g, n_bins = self.grid, int(np.prod(self.bins))
         cells = np.arange(g * g).reshape(g, g)[:, ::-1].reshape(-1)
         return (cells[:, None] * n_bins + np.arange(n_bins)[None, :]).reshape(-1).astype(np.int64)
+
+    def views(self) -> dict[str, View]:
+        """No view besides the whole histogram (see :meth:`hashdup.descriptors.base.Descriptor.views`)."""
+        return {}
 
     def describe(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
         """Histograms of a batch of images.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.descriptors.color import ColorHistogram
+from hashdup.descriptors.base import View
+from hashdup.descriptors.color import ColorHistogram, ColorSpace
 from hashdup.descriptors.gist import Gist
 
 
@@ -37,13 +37,13 @@ class GistColor:
 
     name = "gist+color"
 
-    def __init__(self, *, image_size: int = 128, color_weight: float = 0.25, space: str = "hsv",
+    def __init__(self, *, image_size: int = 128, color_weight: float = 0.25, space: ColorSpace = "hsv",
                  bins: tuple[int, int, int] | None = None, grid: int = 1) -> None:
         if not 0.0 <= float(color_weight) <= 1.0:
             raise ValueError(f"color_weight must be in [0, 1], got {color_weight}")
         self.color_weight = float(color_weight)
         self.gist = Gist(image_size=image_size)
-        self.color = ColorHistogram(space=space, bins=bins, grid=grid, image_size=image_size)  # type: ignore[arg-type]
+        self.color = ColorHistogram(space=space, bins=bins, grid=grid, image_size=image_size)
         self.image_size = self.gist.image_size
 
     @property
@@ -55,7 +55,7 @@ class GistColor:
         return {"image_size": self.image_size, "color_weight": self.color_weight, "space": c["space"],
                 "bins": c["bins"], "grid": c["grid"]}
 
-    def views(self) -> dict[str, Callable[[NDArray[np.floating]], NDArray[np.float64]]]:
+    def views(self) -> dict[str, View]:
         """Parts of the descriptor that near-duplicate search also looks for neighbours in, as functions of full
         descriptors: the colour histogram, and the GIST on a 2 × 2 grid (a caption moves the GIST far and the colours
         little; a grey copy the reverse; a crop moves the fine grid more than the coarse one)."""

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from hashdup.descriptors.base import check_images, to_gray
+from hashdup.descriptors.base import View, check_images, to_gray
 
 
 class Gist:
@@ -62,7 +62,8 @@ class Gist:
         self.fc_prefilt = float(fc_prefilt)
         self.boundary = int(boundary)
         if self.image_size < 16 or self.image_size % (2 * self.blocks):
-            raise ValueError(f"image_size must be ≥ 16 and a multiple of 2 × blocks ({2 * self.blocks}), got {image_size}")
+            raise ValueError(f"image_size must be ≥ 16 and a multiple of 2 × blocks ({2 * self.blocks}), "
+                             f"got {image_size}")
         if not self.orientations or min(self.orientations) < 1:
             raise ValueError(f"orientations must be positive counts per scale, got {orientations}")
         if self.blocks < 1:
@@ -106,7 +107,7 @@ class Gist:
         X = np.asarray(X, dtype=np.float64).reshape(len(X), self.n_filters, blocks, f, blocks, f)
         return X.mean(axis=(3, 5)).reshape(len(X), -1)
 
-    def views(self) -> dict[str, Any]:
+    def views(self) -> dict[str, View]:
         """Where near-duplicate search also looks for neighbours: the GIST on a 2 × 2 grid (see :meth:`coarse`)."""
         return {"gist-2x2": lambda X: self.coarse(X, 2)}
 
@@ -124,7 +125,7 @@ class Gist:
         """
         B = self.blocks
         cells = np.arange(B * B).reshape(B, B)[:, ::-1].reshape(-1)  # row-major cells, columns reversed
-        perm = []
+        perm: list[np.int64] = []  # one feature index per entry
         start = 0
         for k in self.orientations:
             for o in range(k):
@@ -257,7 +258,7 @@ class Gist:
         n = S + 2 * b
         by_axis = (spectrum, np.ascontiguousarray(spectrum.T))
         cells = np.empty((self.n_filters, B, B), dtype=np.float32)
-        buffers = _BUFFERS.__dict__.setdefault(id(self), {})
+        buffers = _BUFFERS.by_gist.setdefault(id(self), {})
         for k, g in enumerate(self._bank_groups):
             band = _filtered_band(by_axis[g.axis], g.windows, g.gains)  # (g, m, n): the band's lines, filtered
             lines = scipy.fft.ifft(band, axis=2, overwrite_x=True)[:, :, b : b + S]
@@ -273,8 +274,15 @@ class Gist:
         return cells
 
 
-#: Per thread, per Gist object: the buffers of :meth:`Gist._pooled_energy` (a Dask worker may run threads).
-_BUFFERS = threading.local()
+class _Buffers(threading.local):
+    """Per thread (a Dask worker may run threads), per Gist object (by ``id``), per filter group: the zero-padded
+    complex64 inputs that :meth:`Gist._pooled_energy` reuses."""
+
+    def __init__(self) -> None:
+        self.by_gist: dict[int, dict[int, NDArray[np.complex64]]] = {}
+
+
+_BUFFERS = _Buffers()
 
 #: Filter gains below this (the peak gain is 1) are treated as zero by the pruned filtering: dropping them changes
 #: the descriptor by about float32 rounding (relative error under 1e-6 on real photos).

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from hashdup.io.featurefile import COORD_SCALE, DESCRIPTOR_BYTES, LocalFeatures
 
+
 def stretch(gray: NDArray[np.uint8]) -> tuple[NDArray[np.float32], float]:
     """Greyscale stretched so that its 1st and 99th percentiles become 0 and 1 (clipped), and the spread of those
     percentiles in 0..1 (near 0 for a flat image): hazy and dark photos are compared like the others."""

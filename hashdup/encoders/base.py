@@ -53,20 +53,43 @@ def check_random_state(random_state: RandomState) -> np.random.Generator:
 
 @runtime_checkable
 class Encoder(Protocol):
-    """Turns float feature vectors into packed binary codes (see :mod:`hashdup.bits`)."""
+    """A fitted encoder, as code that only encodes sees it: float feature vectors in, packed binary codes out (see
+    :mod:`hashdup.bits`).
 
-    name: str
-    n_bits: int
+    Every encoder of the registry is a :class:`BaseEncoder`, which is what building, fitting, saving and loading
+    need; functions that only turn descriptors into codes ask for this Protocol instead.
 
-    def fit(self, X: ArrayLike, y: ArrayLike | None = None, *, pairs: Pairs | None = None,
-            progress: Progress | None = None) -> Self: ...
-    def encode(self, X: ArrayLike) -> NDArray[np.uint8]: ...
-    def fingerprint(self) -> bytes: ...
-    def save(self, path: str | os.PathLike[str]) -> None: ...
+    Attributes
+    ----------
+    name : str
+        Registry name (``"lsh"``, ``"itq"``, ...).
+    n_bits : int
+        Bits per code.
+    n_features_in_ : int
+        Features per row :meth:`encode` accepts (set by fitting).
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def n_bits(self) -> int: ...
+    @property
+    def n_features_in_(self) -> int: ...
+
+    def encode(self, X: ArrayLike) -> NDArray[np.uint8]:
+        """Packed codes, uint8 of shape (n_samples, row_bytes(n_bits)), of float X of shape (n_samples,
+        n_features_in_); raises :class:`~hashdup.errors.NotFittedError` when not fitted."""
+        ...
+
+    def fingerprint(self) -> bytes:
+        """16-byte digest of everything that decides the codes (equal fingerprints, equal codes)."""
+        ...
 
 
-Progress = Callable[[int, int], None]
-"""``progress(done, total)``, called as training advances (epochs, sweeps)."""
+StepProgress = Callable[[int, int], None]
+"""``progress(done, total)``: steps of one long computation done so far (epochs, sweeps, iterations) out of
+``total``. Not :data:`hashdup.indexing.collect.Progress`, which also names the stage: ``progress(stage, done,
+total)``."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +186,7 @@ class BaseEncoder:
         return X
 
     def fit(self, X: ArrayLike, y: ArrayLike | None = None, *, pairs: Pairs | None = None,
-            progress: Progress | None = None) -> Self:
+            progress: StepProgress | None = None) -> Self:
         """Learn the encoder from training descriptors.
 
         Parameters
@@ -216,7 +239,7 @@ class BaseEncoder:
         return bits.pack(self._bits(X))
 
     def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
-             pairs: Pairs | None, progress: Progress) -> None:  # pragma: no cover - abstract
+             pairs: Pairs | None, progress: StepProgress) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _bits(self, X: NDArray[np.float64]) -> NDArray[np.bool_]:  # pragma: no cover - abstract
@@ -267,7 +290,8 @@ class BaseEncoder:
         arrays = self._state()
         meta = self._meta() | {"fingerprint": self.fingerprint().hex()}
         buf = io.BytesIO()
-        np.savez(buf, __meta__=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8), **arrays)
+        np.savez(buf, allow_pickle=False,  # numeric arrays only: never pickle
+                 __meta__=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8), **arrays)
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg.blas import dsymv, dsyr
 
-from hashdup.encoders.base import BaseEncoder, Pairs, Progress, RandomState, project
+from hashdup.encoders.base import BaseEncoder, Pairs, RandomState, StepProgress, project
 from hashdup.encoders.pca import pca
 from hashdup.errors import HashdupError
 
@@ -49,7 +49,7 @@ class ITMLResult:
 
 
 def itml(diffs: ArrayLike, similar: ArrayLike, u: float, l: float, *, gamma: float = 1.0, max_iter: int = 100,
-         tol: float = 1e-3, A0: ArrayLike | None = None, progress: Progress | None = None) -> ITMLResult:
+         tol: float = 1e-3, A0: ArrayLike | None = None, progress: StepProgress | None = None) -> ITMLResult:
     """Learn a Mahalanobis matrix by cyclic Bregman projections onto pair constraints (ITML, Algorithm 1).
 
     Minimises ``D_ld(A, A0) + γ · D_ld(diag ξ, diag ξ0)`` subject to ``d_A(x_i, x_j) ≤ ξ_ij`` for similar pairs and
@@ -237,7 +237,7 @@ def metric_factor(A: NDArray[np.float64]) -> NDArray[np.float64]:
         When ``A`` is not symmetric positive definite (rounding in very many rank-one updates can cause this).
     """
     try:
-        return np.linalg.cholesky(A)
+        return np.linalg.cholesky(A).astype(np.float64, copy=False)  # float64 already: no copy, a typed result
     except np.linalg.LinAlgError:
         smallest = float(np.linalg.eigvalsh((A + A.T) / 2)[0])
         raise HashdupError(
@@ -341,7 +341,7 @@ class ITMLHash(BaseEncoder):
             raise ValueError(f"itml: tol must be ≥ 0, got {self.tol!r}")
 
     def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
-             pairs: Pairs | None, progress: Progress) -> None:
+             pairs: Pairs | None, progress: StepProgress) -> None:
         self._check_params()
         if self.pca_dims is None:
             mean, P = X.mean(axis=0), None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.encoders.base import BaseEncoder, Pairs, Progress, RandomState, project
+from hashdup.encoders.base import BaseEncoder, Pairs, RandomState, StepProgress, project
 from hashdup.encoders.pca import pca
 
 
@@ -23,7 +23,7 @@ def quantization_loss(V: NDArray[np.float64], R: NDArray[np.float64]) -> float:
     return float(np.square(np.where(Z >= 0, 1.0, -1.0) - Z).sum())
 
 
-def itq_rotation(V: NDArray[np.float64], R: NDArray[np.float64], n_iter: int, progress: Progress
+def itq_rotation(V: NDArray[np.float64], R: NDArray[np.float64], n_iter: int, progress: StepProgress
                  ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Alternate ``B = sgn(V R)`` and the orthogonal Procrustes step for ``R``, ``n_iter`` times.
 
@@ -108,7 +108,7 @@ class ITQ(BaseEncoder):
         self.n_iter = n_iter
 
     def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
-             pairs: Pairs | None, progress: Progress) -> None:
+             pairs: Pairs | None, progress: StepProgress) -> None:
         n_bits, d = int(self.n_bits), X.shape[1]
         if isinstance(self.n_iter, bool) or not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 0:
             raise ValueError(f"itq needs n_iter to be an integer ≥ 0, got n_iter={self.n_iter!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.encoders.base import BaseEncoder, Pairs, Progress, RandomState, project
+from hashdup.encoders.base import BaseEncoder, Pairs, RandomState, StepProgress, project
 
 
 class LSH(BaseEncoder):
@@ -43,7 +43,7 @@ class LSH(BaseEncoder):
         self.random_state = random_state
 
     def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
-             pairs: Pairs | None, progress: Progress) -> None:
+             pairs: Pairs | None, progress: StepProgress) -> None:
         self.mean_ = X.mean(axis=0)
         self.planes_ = rng.standard_normal((X.shape[1], self.n_bits))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.encoders.base import BaseEncoder, Pairs, Progress, RandomState, project
+from hashdup.encoders.base import BaseEncoder, Pairs, RandomState, StepProgress, project
 from hashdup.encoders.pca import pca
 
 
@@ -46,7 +46,7 @@ class MedianPCA(BaseEncoder):
         self.random_state = random_state
 
     def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
-             pairs: Pairs | None, progress: Progress) -> None:
+             pairs: Pairs | None, progress: StepProgress) -> None:
         n, d = X.shape
         if self.n_bits > d:
             raise ValueError(f"median needs n_bits ≤ n_features, got n_bits={self.n_bits} for {d} features")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.encoders.base import BaseEncoder, Pairs, Progress, RandomState, project
+from hashdup.encoders.base import BaseEncoder, Pairs, RandomState, StepProgress, project
 
 
 def pca(X: NDArray[np.float64], n_components: int) -> tuple[NDArray[np.float64], NDArray[np.float64],
@@ -61,7 +61,7 @@ class PCAHash(BaseEncoder):
         self.random_state = random_state
 
     def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
-             pairs: Pairs | None, progress: Progress) -> None:
+             pairs: Pairs | None, progress: StepProgress) -> None:
         if self.n_bits > X.shape[1]:
             raise ValueError(f"pca needs n_bits ≤ n_features, got n_bits={self.n_bits} for {X.shape[1]} features")
         if X.shape[0] < self.n_bits + 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -10,7 +11,8 @@ from numpy.typing import NDArray
 from scipy.special import expit
 
 from hashdup.encoders import _rbm_layers as L
-from hashdup.encoders.base import BaseEncoder, Pairs, Progress, RandomState, project
+from hashdup.encoders.base import BaseEncoder, Pairs, RandomState, StepProgress, project
+
 
 def _epochs(n_rows: int, batch: int, epochs: int, min_steps: int) -> int:
     """Epochs giving at least ``min_steps`` mini-batch updates (``epochs`` when that is already enough)."""
@@ -150,7 +152,7 @@ class RBMHash(BaseEncoder):
         """``(W, c)`` of each layer, input first: ``W`` of shape (n_in, n_out), ``c`` of shape (n_out,)."""
         sizes = [int(s) for s in self.layer_sizes_]
         out, w0, b0 = [], 0, 0
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
+        for n_in, n_out in itertools.pairwise(sizes):
             out.append((self.weights_[w0 : w0 + n_in * n_out].reshape(n_in, n_out), self.biases_[b0 : b0 + n_out]))
             w0, b0 = w0 + n_in * n_out, b0 + n_out
         return out
@@ -174,7 +176,7 @@ class RBMHash(BaseEncoder):
 
     # --- training ------------------------------------------------------------------------------------------------
     def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
-             pairs: Pairs | None, progress: Progress) -> None:
+             pairs: Pairs | None, progress: StepProgress) -> None:
         sizes = [X.shape[1], *self._check_params(), int(self.n_bits)]
         n_layers = len(sizes) - 1
         classes = y if y is not None else _pair_components(pairs, len(X))
@@ -261,7 +263,7 @@ class RBMHash(BaseEncoder):
                 dacts = L.forward(acts[-1], decoder, linear_top=True)
                 diff = dacts[-1] - v
                 total += float((diff**2).sum())
-                dW, dc, grad_code = L.backward(dacts, decoder, diff / len(v), linear_top=True)
+                dW, dc, grad_code = L.backward(dacts, decoder, diff / np.float32(len(v)), linear_top=True)
                 eW, ec, _ = L.backward(acts, layers, grad_code)
                 opt.step([g for pair in zip(eW + dW, ec + dc, strict=True) for g in pair])
             curve[epoch] = total / V.size

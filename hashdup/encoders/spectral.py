@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.encoders.base import BaseEncoder, Pairs, Progress, RandomState, project
+from hashdup.encoders.base import BaseEncoder, Pairs, RandomState, StepProgress, project
 from hashdup.encoders.pca import pca
 
 #: Padding of each component's box, as MATLAB's ``eps`` in trainSH.m: ``mn = min(X) - eps; mx = max(X) + eps``.
@@ -103,7 +103,7 @@ class SpectralHashing(BaseEncoder):
         self.random_state = random_state
 
     def _fit(self, X: NDArray[np.float64], rng: np.random.Generator, *, y: NDArray[np.integer] | None,
-             pairs: Pairs | None, progress: Progress) -> None:
+             pairs: Pairs | None, progress: StepProgress) -> None:
         n, d = X.shape
         if np.ptp(X, axis=0).max() == 0.0:
             raise ValueError(f"spectral needs training samples that differ; all {n} rows of X are identical")

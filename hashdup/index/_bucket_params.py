@@ -107,7 +107,7 @@ def probe_masks(key_bits: int, probes: int) -> NDArray[np.uint64]:
     level = [0]
     for _ in range(probes):
         # masks with one more bit: add a bit above the highest set bit, so each mask is made once
-        nxt = []
+        nxt: list[int] = []
         for mask in level:
             top = mask.bit_length()
             nxt.extend(mask | (1 << b) for b in range(top, key_bits))

@@ -1,5 +1,6 @@
-"""Compiled loops of :mod:`hashdup.index.mih` (numba, compiled once and cached on disk). One module that must stay whole:
-numba caches compiled functions per source file, and kernels calling each other are compiled together.
+"""Compiled loops of :mod:`hashdup.index.mih` (numba, compiled once and cached on disk).
+One module that must stay whole: numba caches compiled functions per source file, and kernels calling each other are
+compiled together.
 
 Kept apart from the search logic so that each module stays readable; see :mod:`hashdup.index.mih` for what they
 compute and why.
@@ -7,7 +8,6 @@ compute and why.
 
 from __future__ import annotations
 
-import numba  # noqa: F401 - numba.prange and friends inside the kernels
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
@@ -444,7 +444,7 @@ def _knn_mih_one(words, qwords, q, kk, perms, offs, off_base, dbits, starts, wid
                     if x == last:
                         break
                     x = _next_mask(x)
-            if (cT >= kk and T <= m * r1 + k) or found == n:
+            if (cT >= kk and m * r1 + k >= T) or found == n:
                 best = np.sort(buf[:cnt])
                 for y in range(kk):
                     D[q, y] = best[y] >> _ID_BITS

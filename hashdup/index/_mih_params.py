@@ -72,6 +72,17 @@ def _check_m(n_bits: int, m: int) -> int:
     return m
 
 
+def _check_width(codes: NDArray[np.uint8], n_bits: int) -> None:
+    if codes.shape[1] != bits.row_bytes(n_bits):
+        raise ValueError(f"codes have {codes.shape[1]} bytes per row, {n_bits} bits need {bits.row_bytes(n_bits)}")
+
+
+def _check_radius(radius: int) -> int:
+    if isinstance(radius, bool) or int(radius) != radius or radius < 0:
+        raise ValueError(f"radius must be an integer ≥ 0, got {radius!r}")
+    return int(radius)
+
+
 def _ball(width: int, t: int) -> int:
     """Number of keys within ``t`` bits of a ``width``-bit key."""
     return sum(math.comb(width, w) for w in range(min(t, width) + 1)) if t >= 0 else 0
@@ -83,9 +94,9 @@ def expected_work(n: int, n_bits: int, radius: int, m: int) -> tuple[float, floa
     ``probes`` counts the keys looked up, ``candidates`` the codes verified (a self-join verifies each pair from one
     side: half of that). Compare with ``n`` verifications for a linear scan; skewed real codes collide more often.
     """
-    starts, widths = substring_bounds(n_bits, m)
+    _, widths = substring_bounds(n_bits, m)
     probes = cands = 0.0
-    for width, t in zip(widths.tolist(), substring_radii(radius, m).tolist()):
+    for width, t in zip(widths.tolist(), substring_radii(radius, m).tolist(), strict=True):
         ball = _ball(width, t)
         probes += ball
         cands += ball * n / 2.0**width
@@ -99,9 +110,9 @@ def join_cost(n: int, n_bits: int, radius: int, m: int | None) -> float:
     if m is None:
         return _COST_BRUTE * (1 + (n_words - 1) / 4) * n * (n - 1) / 2
     exact = 1.0 if n_words == 1 else 2.0          # more words: a scalar loop instead of the vectorised count
-    starts, widths = substring_bounds(n_bits, m)
+    _, widths = substring_bounds(n_bits, m)
     cost = 0.0
-    for width, t in zip(widths.tolist(), substring_radii(radius, m).tolist()):
+    for width, t in zip(widths.tolist(), substring_radii(radius, m).tolist(), strict=True):
         if t < 0:
             continue
         probes = (_ball(width, t) - 1) / 2          # larger keys of the ball, per code

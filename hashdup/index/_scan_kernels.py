@@ -28,6 +28,8 @@ Every kernel is compiled with ``cache=True`` and ``nogil=True`` (so the calling 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from numba import njit, types, uint64
 from numba.extending import intrinsic
@@ -42,10 +44,8 @@ def _prefer_wide_vectors(function) -> None:
     ``vpopcntq``. llvmlite only accepts a fixed list of function attributes, so the string attribute is added to the
     underlying set directly; if llvmlite changes that, the kernels simply stay at 256 bits.
     """
-    try:
+    with contextlib.suppress(Exception):  # pragma: no cover - depends on llvmlite internals
         set.add(function.attributes, '"prefer-vector-width"="512"')
-    except Exception:  # pragma: no cover - depends on llvmlite internals
-        pass
 
 
 @intrinsic
@@ -127,7 +127,7 @@ def _group_mins(src, bt, nrows, q, qi, group, acc, mins):
             for i in range(size):
                 m = min(m, acc[i])
         mins[g] = m
-        g += 1
+        g += 1  # noqa: SIM113 - a compiled loop over a range with a step; g counts the groups
 
 
 @njit(cache=True, nogil=True)

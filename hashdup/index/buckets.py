@@ -43,10 +43,20 @@ from numpy.typing import ArrayLike, NDArray
 
 from hashdup import bits
 from hashdup.errors import IndexFileError
-from hashdup.index._bucket_params import (  # noqa: F401 - part of this module's interface
-    DEFAULT_RECALL, DEFAULT_RECALL_DISTANCE, MAX_DEFAULT_TABLES, MAX_KEY_BITS, MAX_PROBES_PER_TABLE, MAX_ROWS,
-    default_key_bits, default_n_tables, draw_positions, probe_masks, recall_estimate)
 from hashdup.index._bucket_kernels import _build_tables, _candidates_kernel, _knn_kernel, _knn_rows
+from hashdup.index._bucket_params import (  # noqa: F401 - part of this module's interface
+    DEFAULT_RECALL,
+    DEFAULT_RECALL_DISTANCE,
+    MAX_DEFAULT_TABLES,
+    MAX_KEY_BITS,
+    MAX_PROBES_PER_TABLE,
+    MAX_ROWS,
+    default_key_bits,
+    default_n_tables,
+    draw_positions,
+    probe_masks,
+    recall_estimate,
+)
 from hashdup.io.codefile import CodeFile
 from hashdup.io.header import HeaderFormat, check_row_stride, map_array
 

@@ -9,11 +9,11 @@ from numpy.typing import ArrayLike, NDArray
 
 from hashdup import bits
 from hashdup.index import scan
+from hashdup.io.codefile import CodeFile
 
 #: Below this many code-word comparisons (database rows × queries × words), the numpy scan answers before numba's
 #: compiled kernels would even be loaded (about 0.5 s), so small indexes stay snappy from the command line.
 SMALL_WORK = 1 << 22
-from hashdup.io.codefile import CodeFile
 
 
 class HammingIndex:
@@ -75,7 +75,7 @@ class HammingIndex:
         return kernels.knn(self.codes, Q, int(k))
 
     @cached_property
-    def multi_index(self):  # noqa: ANN201 - hashdup.index.mih.MultiIndex, imported lazily
+    def multi_index(self):
         """Multi-index hashing tables over the codes (built on first use, then kept)."""
         from hashdup.index import mih
 

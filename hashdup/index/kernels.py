@@ -218,7 +218,7 @@ def radius(db: ArrayLike, queries: ArrayLike, radius: int, *, threads: int | Non
     keys = [(a, b, c, e) for a, b in dranges for c, e in qranges]  # database ranges ascending: ids stay ascending
     tasks = [lambda a=a, b=b, c=c, e=e: _radius_block(dbw[a:b], a, qw[c:e], r, rows, GROUP) for a, b, c, e in keys]
     parts = _run(tasks, threads)
-    qs = np.concatenate([qi + c for (qi, _, _), (_, _, c, _) in zip(parts, keys)])
+    qs = np.concatenate([qi + c for (qi, _, _), (_, _, c, _) in zip(parts, keys, strict=True)])
     ds = np.concatenate([d for _, d, _ in parts])
     ids = np.concatenate([i for _, _, i in parts])
     return _radius_csr(nq, r, qs, ds, ids)

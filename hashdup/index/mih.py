@@ -65,12 +65,39 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hashdup import bits
-from hashdup.index._mih_kernels import (_ID_BITS, _ID_MASK, _join_brute_chunk, _join_chunk, _knn_chunk, _radius_chunk,
-                                        _radius_scan_chunk)
-from hashdup.index._mih_params import (_ball, _check_m, default_m, expected_work, join_cost, join_m, substring_bounds,
-                                       substring_radii)
-from hashdup.index._mih_tables import (_build_table, _dir_bits, _id_dtype, _map, _pool, _ranges, _read_only_words,
-                                       _threads)
+from hashdup.index._mih_kernels import (
+    _ID_BITS,
+    _ID_MASK,
+    _join_brute_chunk,
+    _join_chunk,
+    _knn_chunk,
+    _radius_chunk,
+    _radius_scan_chunk,
+)
+from hashdup.index._mih_params import (
+    _ball,
+    _check_m,
+    _check_radius,
+    _check_width,
+    default_m,
+    expected_work,
+    join_cost,
+    join_m,
+    substring_bounds,
+    substring_radii,
+)
+from hashdup.index._mih_tables import (
+    _build_table,
+    _build_tables,
+    _dir_bits,
+    _id_dtype,
+    _map,
+    _pool,
+    _ranges,
+    _read_only_words,
+    _Tables,
+    _threads,
+)
 
 __all__ = ["MultiIndex", "default_m", "expected_work", "join_cost", "join_m", "self_join", "substring_bounds",
            "substring_radii"]
@@ -212,17 +239,6 @@ def self_join(codes: ArrayLike, n_bits: int, radius: int, m: int | None = None, 
     return _pairs(parts)
 
 
-def _check_width(codes: NDArray[np.uint8], n_bits: int) -> None:
-    if codes.shape[1] != bits.row_bytes(n_bits):
-        raise ValueError(f"codes have {codes.shape[1]} bytes per row, {n_bits} bits need {bits.row_bytes(n_bits)}")
-
-
-def _check_radius(radius: int) -> int:
-    if isinstance(radius, bool) or int(radius) != radius or radius < 0:
-        raise ValueError(f"radius must be an integer ≥ 0, got {radius!r}")
-    return int(radius)
-
-
 class MultiIndex:
     """Exact Hamming search by multi-index hashing: ``m`` substring tables probed around each query.
 
@@ -273,7 +289,7 @@ class MultiIndex:
         self.m = default_m(len(self), self.n_bits) if m is None else _check_m(self.n_bits, m)
         self.n_threads = _threads(n_threads)
         self.starts_, self.widths_ = substring_bounds(self.n_bits, self.m)
-        self._tables: tuple[NDArray, NDArray, NDArray, NDArray] | None = None
+        self._tables: _Tables | None = None
 
     def __len__(self) -> int:
         return self.codes.shape[0]
@@ -284,22 +300,14 @@ class MultiIndex:
 
     def build(self) -> MultiIndex:
         """Build the ``m`` substring tables (idempotent); returns ``self``."""
-        if self._tables is not None:
-            return self
-        n = len(self)
-        dtype = _id_dtype(n)
-        dbits = np.array([_dir_bits(n, w) for w in self.widths_.tolist()], dtype=np.int64)
-        sizes = (1 << dbits) + 1
-        off_base = np.zeros(self.m, dtype=np.int64)
-        np.cumsum(sizes[:-1], out=off_base[1:])
-        perms = np.empty((self.m, n), dtype=dtype)
-        offs = np.empty(int(sizes.sum()), dtype=dtype)
-        with _pool(self.n_threads) as pool:
-            for k in range(self.m):
-                _build_table(self.words_, int(self.starts_[k]), int(self.widths_[k]), int(dbits[k]), perms[k],
-                             offs[off_base[k] : off_base[k] + sizes[k]], pool, self.n_threads)
-        self._tables = (perms, offs, off_base, dbits)
+        self._built()
         return self
+
+    def _built(self) -> _Tables:
+        """The substring tables, built on first use."""
+        if self._tables is None:
+            self._tables = _build_tables(self.words_, self.starts_, self.widths_, self.n_threads)
+        return self._tables
 
     def _queries(self, Q: ArrayLike) -> NDArray[np.uint64]:
         Q = bits.as_codes(Q)
@@ -340,7 +348,7 @@ class MultiIndex:
                 return _filled_csr(lambda counts, keys: _radius_scan_chunk(self.words_, qwords, a, b, radius, counts,
                                                                            keys), b - a, 16 * (b - a) + 64)
         else:
-            perms, offs, off_base, dbits = self.build()._tables
+            perms, offs, off_base, dbits = self._built()
             tks = substring_radii(radius, self.m)
 
             def fn(a: int, b: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -369,7 +377,7 @@ class MultiIndex:
         I = np.full((nq, k), -1, dtype=np.int64)
         if n == 0 or nq == 0:
             return D, I
-        perms, offs, off_base, dbits = self.build()._tables
+        perms, offs, off_base, dbits = self._built()
         kk = min(k, n)
         budget = int(_KNN_BUDGET * n)
         with _pool(self.n_threads) as pool:

@@ -84,7 +84,8 @@ def radius_scan(db: NDArray[np.uint8], queries: NDArray[np.uint8], radius: int
     return lims, da, ia
 
 
-def self_join_scan(db: NDArray[np.uint8], radius: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int32]]:
+def self_join_scan(db: NDArray[np.uint8], radius: int
+                   ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int32]]:
     """All pairs ``i < j`` with distance ``≤ radius``, sorted by (i, j): a quadratic scan in blocks."""
     if radius < 0:
         raise ValueError(f"radius must be ≥ 0, got {radius}")

@@ -4,12 +4,11 @@ and the extraction of everything else.
 For every walked file, in walk order:
 
 1. the previous index has a record at the same absolute path with the same size and mtime: its descriptor row,
-   local features and metadata are kept without reading the file (*unchanged*) — unless the mtime lies within the file system's
-   timestamp granularity of the moment the previous run started (:func:`hashdup.io.journal.in_doubt`), when the
-   file is hashed again and kept only if its content hash is the recorded one;
+   local features and metadata are kept without reading the file (*unchanged*) — unless the mtime lies within the
+   file system's timestamp granularity of the moment the previous run started (:func:`hashdup.io.journal.in_doubt`),
+   when the file is hashed again and kept only if its content hash is the recorded one;
 2. else the journal of an interrupted run has it with the same size and mtime: its descriptor and local features
-   are taken from there
-   (*resumed*), under the same doubt rule;
+   are taken from there (*resumed*), under the same doubt rule;
 3. else a file that disappeared from the index had the same size and mtime (a move or rename): the file is hashed,
    and if it has that content the old descriptor is kept;
 4. else the file is read, decoded, described and its local features computed (:func:`hashdup.extract.extract`),
@@ -27,14 +26,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from hashdup.descriptors import Descriptor
 from hashdup.descriptors.local import LocalExtractor
-from hashdup.extract import STORED_DTYPE, extract
+from hashdup.extract import STORED_DTYPE, Extracted, extract
 from hashdup.indexing.previous import Previous, open_previous
 from hashdup.io.atomic import file_digest
 from hashdup.io.catalogue import FileRecord
@@ -120,10 +119,11 @@ def collect(found: WalkResult, index_dir: str | os.PathLike[str], settings: dict
 
 @dataclass(frozen=True)
 class _Kept:
-    """A file's record, descriptor and local features taken over without decoding: ``row`` is a previous id, or a
-    descriptor given with its ``local`` features."""
+    """A file's record with its descriptor and local features: ``row`` is its id in the previous index (whose files
+    hold them, reused without decoding), or a descriptor row (from the journal, or extracted by this run) given
+    with its ``local`` features."""
 
-    origin: str  # "previous" or "journal"
+    origin: Literal["previous", "journal", "extracted"]
     size: int
     mtime_ns: int
     blake2b: str
@@ -131,7 +131,7 @@ class _Kept:
     height: int
     format: str
     row: int | NDArray[np.float16]
-    local: LocalFeatures | None = None
+    local: LocalFeatures | None = None  # set when row is a descriptor row
 
 
 def _gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Previous, journal: Journal,
@@ -148,11 +148,12 @@ def _gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Pr
     journaled = journal.rows()
     walked = set(keys)
     reusable = prev.descriptors is not None
-    vanished: dict[tuple[int | None, int | None], list[_Kept]] = {}
+    vanished: dict[tuple[int, int], list[_Kept]] = {}
     if reusable:
-        for path, rec in prev.records.items():
-            if path not in walked and rec.id is not None:
-                vanished.setdefault((rec.size, rec.mtime_ns), []).append(_from_record(rec))
+        for path, old in prev.records.items():
+            gone = _from_record(old) if path not in walked else None
+            if gone is not None:
+                vanished.setdefault((gone.size, gone.mtime_ns), []).append(gone)
     for i, key in enumerate(keys):
         try:
             st = os.stat(key)
@@ -161,9 +162,11 @@ def _gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Pr
             continue
         sig = (st.st_size, st.st_mtime_ns)
         rec = prev.records.get(key) if reusable else None
+        same = _from_record(rec) if rec is not None else None
         row = journaled.get(key)
-        if rec is not None and rec.id is not None and (rec.size, rec.mtime_ns) == sig:
-            candidate, checked = _from_record(rec), prev.started_ns
+        checked: int | None
+        if same is not None and (same.size, same.mtime_ns) == sig:
+            candidate, checked = same, prev.started_ns
         elif row is not None and (row.size, row.mtime_ns) == sig:
             candidate = _Kept("journal", row.size, row.mtime_ns, row.blake2b, row.width, row.height, row.format,
                               row.descriptor, row.local)
@@ -195,36 +198,43 @@ def _gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Pr
     return _assemble(found, keys, kept, extracted, desc.n_features, prev, counts)
 
 
-def _from_record(rec: FileRecord) -> _Kept:
-    return _Kept("previous", rec.size, rec.mtime_ns, rec.blake2b, rec.width, rec.height, rec.format,  # type: ignore[arg-type]
-                 rec.id)  # type: ignore[arg-type]
+def _from_record(rec: FileRecord) -> _Kept | None:
+    """The previous index's record of a file as a :class:`_Kept`; None for a file it did not index, or whose record
+    lacks a field (a damaged catalogue: the file is described again)."""
+    if (rec.id is None or rec.size is None or rec.mtime_ns is None or rec.blake2b is None or rec.width is None
+            or rec.height is None or rec.format is None):
+        return None
+    return _Kept("previous", rec.size, rec.mtime_ns, rec.blake2b, rec.width, rec.height, rec.format, rec.id)
 
 
 def _extract(keys: list[str], todo: list[int], desc: Descriptor, local: LocalExtractor, journal: Journal,
              counts: Counts, progress: Progress, on_problem: OnProblem, batch_size: int,
-             extract_options: dict[str, Any]) -> dict[int, Any]:
-    """Extract the files at ``todo`` (walk positions), journaling every described one as it arrives."""
-    out: dict[int, Any] = {}
+             extract_options: dict[str, Any]) -> dict[int, _Kept | Extracted]:
+    """Extract the files at ``todo`` (walk positions), journaling every described one as it arrives; ignored and
+    failed files stay :class:`~hashdup.extract.Extracted`."""
+    out: dict[int, _Kept | Extracted] = {}
     checked_ns = time.time_ns()  # before any of them is read
     paths = [keys[i] for i in todo]
     for done, r in enumerate(extract(paths, desc, chunk_size=batch_size, local=local, **extract_options), start=1):
         i = todo[r.position]
+        out[i] = r
         if r.error is not None:
             counts.skipped.append((display_path(keys[i]), r.error))
             on_problem(display_path(keys[i]), r.error)
         elif not r.ignored:
-            r = _Kept("extracted", r.size, r.mtime_ns, r.blake2b, r.width, r.height, r.format,
-                      np.asarray(r.descriptor).astype(STORED_DTYPE), r.local)
-            journal.add(keys[i], r.size, r.mtime_ns, checked_ns, r.blake2b, r.width, r.height, r.format, r.row,
-                        r.local)
+            if (r.size is None or r.mtime_ns is None or r.blake2b is None or r.width is None or r.height is None
+                    or r.format is None or r.descriptor is None):  # extract() sets them all for a described file
+                raise RuntimeError(f"extraction returned an incomplete result for {display_path(keys[i])}: {r!r}")
+            row = np.asarray(r.descriptor).astype(STORED_DTYPE)
+            out[i] = _Kept("extracted", r.size, r.mtime_ns, r.blake2b, r.width, r.height, r.format, row, r.local)
+            journal.add(keys[i], r.size, r.mtime_ns, checked_ns, r.blake2b, r.width, r.height, r.format, row, r.local)
             counts.decoded += 1
-        out[i] = r
         progress("describing", done, len(paths))
     journal.commit()
     return out
 
 
-def _assemble(found: WalkResult, keys: list[str], kept: list[_Kept | None], extracted: dict[int, Any],
+def _assemble(found: WalkResult, keys: list[str], kept: list[_Kept | None], extracted: dict[int, _Kept | Extracted],
               n_features: int, prev: Previous, counts: Counts
               ) -> tuple[list[FileRecord], NDArray[np.float16], NDArray[np.int64], list[LocalFeatures]]:
     records: list[FileRecord] = []
@@ -235,7 +245,8 @@ def _assemble(found: WalkResult, keys: list[str], kept: list[_Kept | None], extr
     copies: list[tuple[int, int]] = []
     n_ok = 0
     for i, f in enumerate(found.files):
-        k = kept[i] if kept[i] is not None else extracted[i]
+        kept_i = kept[i]
+        k = kept_i if kept_i is not None else extracted[i]
         if not isinstance(k, _Kept):  # an Extracted that was ignored or failed
             if k.error is not None:
                 records.append(FileRecord(None, f.root, f.relpath, k.size, k.mtime_ns, status="error", error=k.error))
@@ -245,25 +256,28 @@ def _assemble(found: WalkResult, keys: list[str], kept: list[_Kept | None], extr
         counts.resumed += k.origin == "journal"
         records.append(FileRecord(n_ok, f.root, f.relpath, k.size, k.mtime_ns, k.blake2b, k.width, k.height,
                                   k.format))
-        if k.origin == "previous":
-            feats.append(prev.features[int(k.row)])  # type: ignore[index,arg-type]  # a view of the old file
-        else:
-            feats.append(k.local)  # type: ignore[arg-type]
+        if isinstance(k.row, np.ndarray):  # journaled or extracted
+            assert k.local is not None  # both always come with local features (collect gives a LocalExtractor)
+            feats.append(k.local)
+        else:  # origin "previous": only a reusable previous index (features and descriptors open) gives those
+            assert prev.features is not None
+            feats.append(prev.features[int(k.row)])  # a view of the old file
         if k.blake2b in first_by_hash:
             copies.append((n_ok, first_by_hash[k.blake2b]))
             counts.exact_duplicates += 1
         else:
             first_by_hash[k.blake2b] = n_ok
-            if k.origin == "previous":
-                from_prev.append((n_ok, int(k.row)))  # type: ignore[arg-type]
+            if isinstance(k.row, np.ndarray):
+                from_array.append((n_ok, k.row))
             else:
-                from_array.append((n_ok, k.row))  # type: ignore[arg-type]
+                from_prev.append((n_ok, int(k.row)))
         n_ok += 1
     X = np.zeros((n_ok, n_features), dtype=STORED_DTYPE)
     source = np.full(n_ok, -1, dtype=np.int64)
     if from_prev:
+        assert prev.descriptors is not None  # from_prev rows come only from a reusable previous index
         new, old = np.array(from_prev, dtype=np.int64).T
-        X[new] = prev.descriptors[old]  # type: ignore[index]
+        X[new] = prev.descriptors[old]
         source[new] = old
     for i, row in from_array:
         X[i] = row

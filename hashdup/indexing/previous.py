@@ -107,7 +107,7 @@ def reusable_encoder(prev: Previous, enc: BaseEncoder, supervision: dict[str, An
                      ) -> tuple[BaseEncoder | None, str]:
     """The previous index's fitted encoder when it was made with the requested settings, else None and the reason
     to fit one ("" for a first index)."""
-    if prev.manifest is None or prev.descriptors is None:
+    if prev.manifest is None or prev.descriptors is None or prev.stored is None:  # stored: set with the manifest
         return None, prev.reason
     if refit:
         return None, "--refit was given"
@@ -125,7 +125,7 @@ def reusable_encoder(prev: Previous, enc: BaseEncoder, supervision: dict[str, An
         return None, f"the encoder parameters changed ({', '.join(keys)})"
     if enc.supervision != "none" and prev.manifest.get("supervision") != _plain(supervision):
         return None, "the supervision options or files changed"
-    path = prev.stored.path("encoder")  # type: ignore[union-attr]
+    path = prev.stored.path("encoder")
     try:
         loaded = load_encoder(path)
     except IndexFileError as e:

@@ -9,13 +9,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup.descriptors import Descriptor
-from hashdup.encoders import BaseEncoder
+from hashdup.encoders import BaseEncoder, Encoder
 from hashdup.errors import HashdupError
 from hashdup.extract import describe_images
-from hashdup.io.catalogue import FileRecord
 from hashdup.indexing.collect import Progress
-from hashdup.supervision import (PathIndex, Supervision, Training, edit_pairs, encode_labels, labels_from_csv,
-                                 labels_from_dirs, pairs_from_csv)
+from hashdup.io.catalogue import FileRecord
+from hashdup.supervision import (
+    PathIndex,
+    Supervision,
+    Training,
+    edit_pairs,
+    encode_labels,
+    labels_from_csv,
+    labels_from_dirs,
+    pairs_from_csv,
+)
 
 
 def training_set(enc: BaseEncoder, X: NDArray[np.float32], ok: list[FileRecord], roots: list[str], desc: Descriptor,
@@ -44,7 +52,7 @@ def training_set(enc: BaseEncoder, X: NDArray[np.float32], ok: list[FileRecord],
     return Training(X, None, None, "unsupervised")
 
 
-def encode_rows(enc: BaseEncoder, X: NDArray[np.floating], block: int = 65536) -> NDArray[np.uint8]:
+def encode_rows(enc: Encoder, X: NDArray[np.floating], block: int = 65536) -> NDArray[np.uint8]:
     """Codes of ``X`` encoded in blocks of rows (so float64 copies stay small); equal to ``enc.encode(X)``."""
     if len(X) == 0:
         raise HashdupError("nothing to encode")
@@ -52,7 +60,7 @@ def encode_rows(enc: BaseEncoder, X: NDArray[np.floating], block: int = 65536) -
                            for a in range(0, len(X), block)])
 
 
-def codes_reusing(enc: BaseEncoder, X: NDArray[np.floating], source: NDArray[np.int64],
+def codes_reusing(enc: Encoder, X: NDArray[np.floating], source: NDArray[np.int64],
                   old_codes: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """The codes of ``X`` under the previous index's own encoder: rows with a previous row (``source >= 0``, same
     descriptor) copy its code, the others are encoded. Equal to :func:`encode_rows`, since an encoder gives a row the

@@ -52,6 +52,19 @@ class FileRecord:
     status: str = "ok"
     error: str | None = None
 
+    @property
+    def indexed_id(self) -> int:
+        """:attr:`id` of a file that was indexed (its row in the code and descriptor files).
+
+        Raises
+        ------
+        ValueError
+            For a file that was skipped (``id`` is NULL).
+        """
+        if self.id is None:
+            raise ValueError(f"{self.path!r} (root {self.root}) was not indexed (status {self.status!r}): it has no id")
+        return self.id
+
 
 _COLUMNS = ", ".join(f.name for f in fields(FileRecord))
 
@@ -84,7 +97,8 @@ class Catalogue:
         except sqlite3.DatabaseError as e:
             raise IndexFileError(str(self.path), f"not a readable catalogue: {e}") from e
         if version is None or int(version[0]) != SCHEMA_VERSION:
-            raise IndexFileError(str(self.path), f"catalogue schema {version and version[0]}, expected {SCHEMA_VERSION}")
+            raise IndexFileError(str(self.path),
+                                 f"catalogue schema {version and version[0]}, expected {SCHEMA_VERSION}")
         self.roots = [os.fsdecode(bytes(p)) for (p,) in self.db.execute("SELECT path FROM roots ORDER BY root")]
 
     def close(self) -> None:
@@ -107,7 +121,7 @@ class Catalogue:
             marks = ",".join("?" * len(chunk))
             for r in self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE id IN ({marks})", chunk):
                 rec = _row_to_record(r)
-                found[rec.id] = rec  # type: ignore[index]
+                found[rec.indexed_id] = rec  # WHERE id IN (...): never NULL
         return [found[i] for i in wanted]
 
     def by_path(self) -> dict[str, FileRecord]:

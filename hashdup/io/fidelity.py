@@ -10,7 +10,6 @@ from PIL import Image
 
 from hashdup.io.images import OPEN_FORMATS
 
-
 #: The IJG (libjpeg) luminance quantisation table at quality 50, in zig-zag order as PIL reports tables; JPEG
 #: writers scale it by the quality setting (Annex K of ITU-T T.81).
 _IJG_LUMINANCE = (16, 11, 12, 14, 12, 10, 16, 14, 13, 14, 18, 17, 16, 19, 24, 40, 26, 24, 22, 22, 24, 49, 35, 37,

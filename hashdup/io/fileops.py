@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from hashdup.io.atomic import file_digest, temp_path
 
-__all__ = ["noreplace", "transfer", "backup", "replace_with_link", "restore", "prune", "unchanged"]
+__all__ = ["backup", "noreplace", "prune", "replace_with_link", "restore", "transfer", "unchanged"]
 
 
 def unchanged(path: str, size: int, mtime_ns: int | None, blake2b: str, what: str, *, content: bool = True,

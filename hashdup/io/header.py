@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 from hashdup import bits
 from hashdup.errors import IndexFileError
@@ -66,14 +66,14 @@ def check_row_stride(path: Path, n_bits: int, row_stride: int) -> None:
                                         f"(expected {bits.row_bytes(n_bits)})")
 
 
-def map_array(f: BinaryIO, dtype: str | np.dtype, offset: int, shape: tuple[int, ...]) -> NDArray:
+def map_array(f: BinaryIO, dtype: DTypeLike, offset: int, shape: tuple[int, ...]) -> NDArray:
     """A read-only memory map of an array in an open file; call it only once the file has been checked.
 
     Parameters
     ----------
     f : binary file
         Open for reading.
-    dtype : str or numpy dtype
+    dtype : str, numpy dtype or scalar type
         With explicit byte order for multi-byte types (``"<u4"``).
     offset : int
         Byte offset of the array in the file.
@@ -227,9 +227,14 @@ class HeaderWriter:
         self._f.write(b"\0" * self._fmt.size)
         return self
 
+    def _file(self) -> BinaryIO:
+        if self._f is None:
+            raise RuntimeError(f"{self._fmt.kind}: write inside the `with` block of the HeaderWriter, not before it")
+        return self._f
+
     def write(self, data: bytes) -> None:
         """Append ``data`` to the body."""
-        self._f.write(data)
+        self._file().write(data)
         self._body.update(data)
 
     def write_array(self, arr: NDArray) -> None:
@@ -240,9 +245,10 @@ class HeaderWriter:
 
     def write_header(self, *values: Any) -> None:
         """Write the header, the format's own fields being ``values``, over the placeholder."""
-        self._f.seek(0)
-        self._f.write(self._fmt.pack(values, self._body.digest()))
-        self._f.flush()
+        f = self._file()
+        f.seek(0)
+        f.write(self._fmt.pack(values, self._body.digest()))
+        f.flush()
         self._header_written = True
 
     def __exit__(self, exc_type, exc, tb) -> None:

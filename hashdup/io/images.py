@@ -18,7 +18,6 @@ verification).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import os
@@ -27,6 +26,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,7 +54,8 @@ OPEN_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVI
 #: File-name extensions of image formats; files without a known image signature are reported as bad only when their
 #: name carries one of these (other files, such as videos or sidecars, are ignored).
 IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .gif .bmp .dib .tif .tiff .webp .heic .heif .avif .hif".split()
+    [".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".heic", ".heif",
+     ".avif", ".hif"]
 )
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
@@ -63,8 +64,9 @@ try:  # optional extra: pip install 'hashdup[heif]'
     import pillow_heif
 
     pillow_heif.register_heif_opener()
-    with contextlib.suppress(AttributeError):
-        pillow_heif.register_avif_opener()
+    register_avif_opener = getattr(pillow_heif, "register_avif_opener", None)  # older pillow-heif releases only
+    if register_avif_opener is not None:
+        register_avif_opener()
     HEIF_SUPPORT = True
 except Exception:  # pragma: no cover - depends on the optional extra
     HEIF_SUPPORT = False
@@ -129,6 +131,15 @@ class FileBytes:
     mtime_ns: int
 
 
+@overload
+def read_file(path: str | os.PathLike[str], max_bytes: int = ..., *,
+              only_images: Literal[False] = ...) -> FileBytes: ...
+
+
+@overload
+def read_file(path: str | os.PathLike[str], max_bytes: int = ..., *, only_images: bool) -> FileBytes | None: ...
+
+
 def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
               only_images: bool = False) -> FileBytes | None:
     """Read a whole file, refusing ones larger than ``max_bytes``.
@@ -166,7 +177,7 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
         regular = stat.S_ISREG(st.st_mode)
         if regular:
             os.set_blocking(fd, True)
-            f = open(fd, "rb")  # owns fd from here on
+            f = open(fd, "rb")  # noqa: SIM115 - owns fd from here on, closed by the `with f` below
     except OSError as e:
         os.close(fd)
         raise ImageError(spath, f"cannot read file: {e.strerror or e}") from e
@@ -251,7 +262,7 @@ def _one_line(e: BaseException) -> str:
     characters."""
     try:
         text = str(e)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the reason
+    except Exception:
         text = ""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "") or type(e).__name__
     return line if len(line) <= 200 else line[:197] + "..."
@@ -377,8 +388,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def load(path: str | os.PathLike[str], size: int, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Read and decode one image file into a square RGB array (see :func:`decode`)."""
     content = read_file(path)
-    if content is None:  # pragma: no cover - only_images=False always returns the content
-        raise ImageError(os.fsdecode(path), "not read")
     return decode(content.data, size, name=os.fsdecode(path), max_pixels=max_pixels)
 
 

@@ -140,17 +140,19 @@ class Journal:
 
     def _read(self) -> dict[str, JournalRow]:
         out: dict[str, JournalRow] = {}
-        width = 2 * self.n_features
-        for path, *values, blob, local in self.db.execute(
-                "SELECT path, size, mtime_ns, checked_ns, blake2b, width, height, format, descriptor, local FROM files"):
-            if isinstance(blob, bytes) and len(blob) == width:
+        row_bytes = 2 * self.n_features
+        for path, size, mtime_ns, checked_ns, blake2b, width, height, fmt, blob, local in self.db.execute(
+                "SELECT path, size, mtime_ns, checked_ns, blake2b, width, height, format, descriptor, local "
+                "FROM files"):
+            if isinstance(blob, bytes) and len(blob) == row_bytes:
                 try:
                     feats = LocalFeatures.from_bytes(local)
                 except (TypeError, ValueError):  # a damaged row is only lost work: the file is described again
                     continue
                 if not self._fits(feats):
                     continue
-                out[os.fsdecode(bytes(path))] = JournalRow(*values, np.frombuffer(blob, dtype="<f2"), feats)
+                out[os.fsdecode(bytes(path))] = JournalRow(size, mtime_ns, checked_ns, blake2b, width, height, fmt,
+                                                           np.frombuffer(blob, dtype="<f2"), feats)
         return out
 
     def _fits(self, feats: LocalFeatures) -> bool:

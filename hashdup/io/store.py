@@ -51,8 +51,17 @@ from hashdup.io.codefile import CodeFile
 from hashdup.io.featurefile import FeatureFile
 from hashdup.io.lock import LOCK, writer_lock
 
-__all__ = ["LOCK", "writer_lock", "Generation", "read_manifest", "new_generation", "commit", "StoredIndex",
-           "write_descriptors", "kill_point"]
+__all__ = [
+    "LOCK",
+    "Generation",
+    "StoredIndex",
+    "commit",
+    "kill_point",
+    "new_generation",
+    "read_manifest",
+    "write_descriptors",
+    "writer_lock",
+]
 
 MANIFEST = "index.json"
 #: Largest manifest read; real ones are a few kB (a few more per root folder).
@@ -136,16 +145,17 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     if manifest.get("checksum") != _manifest_checksum(manifest):
         raise IndexFileError(str(path), "manifest checksum mismatch: the file was edited or is corrupt")
     try:
-        for key, kind in _MANIFEST_FIELDS.items():
+        for key, expected in _MANIFEST_FIELDS.items():
             value = manifest
             for part in key.split("."):
                 value = value[part]
-            if not isinstance(value, kind):
+            if not isinstance(value, expected):
                 raise TypeError(f"{key} is {type(value).__name__}")
         for kind in KINDS:
             if kind == "features" and kind not in manifest["files"]:  # an older hashdup's index: see features
                 continue
-            if not isinstance(manifest["files"][kind]["name"], str) or not isinstance(manifest["files"][kind]["bytes"], int):
+            entry = manifest["files"][kind]
+            if not isinstance(entry["name"], str) or not isinstance(entry["bytes"], int):
                 raise TypeError(f"files.{kind}")
             name = manifest["files"][kind]["name"]
             if name in ("", ".", "..") or os.path.basename(name) != name or "\0" in name:  # files live in the folder
@@ -273,7 +283,8 @@ class StoredIndex:
                 raise IndexFileError(str(p), f"{kind} file is missing")
             self._pin(kind, p)
             if p.stat().st_size != entry.get("bytes"):
-                raise IndexFileError(str(p), f"{kind} file is {p.stat().st_size} bytes, manifest says {entry.get('bytes')}")
+                raise IndexFileError(str(p),
+                                     f"{kind} file is {p.stat().st_size} bytes, manifest says {entry.get('bytes')}")
             if verify and kind in ("catalogue", "encoder") and file_digest(p) != entry.get("blake2b"):
                 raise IndexFileError(str(p), f"{kind} file checksum mismatch: the file is corrupt")
         self.codes = CodeFile.open(self.path("codes"), verify=verify)
@@ -281,7 +292,8 @@ class StoredIndex:
         if self.codes.fingerprint.hex() != enc.get("fingerprint"):
             raise IndexFileError(str(self.codes.path), "encoder fingerprint differs from the manifest's")
         if self.codes.n_bits != enc.get("n_bits"):
-            raise IndexFileError(str(self.codes.path), f"{self.codes.n_bits}-bit codes, manifest says {enc.get('n_bits')}")
+            raise IndexFileError(str(self.codes.path),
+                                 f"{self.codes.n_bits}-bit codes, manifest says {enc.get('n_bits')}")
         self.catalogue = Catalogue(self.path("catalogue"))
         if self.catalogue.count("ok") != self.codes.n_rows:
             raise IndexFileError(str(self.catalogue.path),

@@ -17,8 +17,15 @@ from collections.abc import Callable
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from hashdup.errors import ImageError
-from hashdup.io.images import (MAX_PIXELS, _apply_orientation, _exif_orientation, _open_checked, _to_rgb, read_file,
-                               sniff_format)
+from hashdup.io.images import (
+    MAX_PIXELS,
+    _apply_orientation,
+    _exif_orientation,
+    _open_checked,
+    _to_rgb,
+    read_file,
+    sniff_format,
+)
 
 
 # --- thumbnails, for the HTML report ----------------------------------------------------------------------------------
@@ -49,8 +56,7 @@ def thumbnail(path: str | os.PathLike[str], max_side: int = 240, *, quality: int
     name = os.fsdecode(path)
     data = b""
     try:
-        content = read_file(path)
-        data = content.data if content is not None else b""
+        data = read_file(path).data
         if not data:
             raise ImageError(name, "empty file (0 bytes)")
         with warnings.catch_warnings():

@@ -35,11 +35,12 @@ VERSION = 1
 _HEADER = HeaderFormat(MAGIC, VERSION, "Q16s", kind="verdict file", format_name="verdict file format")
 #: One stored verdict, 48 bytes: the two files' content hashes, the way asked (0 either, 1 plain, 2 mirrored), then
 #: the verdict.
-ROW = np.dtype([("a", "u1", (16,)), ("b", "u1", (16,)), ("way", "u1"), ("same", "u1"), ("mirrored", "u1"), ("reason", "u1"),
-                ("inliers", "<u4"), ("ncc", "<f4"), ("overlap", "<f4")])
+ROW = np.dtype([("a", "u1", (16,)), ("b", "u1", (16,)), ("way", "u1"), ("same", "u1"), ("mirrored", "u1"),
+                ("reason", "u1"), ("inliers", "<u4"), ("ncc", "<f4"), ("overlap", "<f4")])
 #: The reasons a verdict can give, by their stored code.
 REASONS = ("", "unreadable", "no transform", "too few keypoints", "too few matches", "too few inliers",
-           "implausible transform", "too little overlap", "pixels differ", "mirrored, not the whole frame", "too few close matches")
+           "implausible transform", "too little overlap", "pixels differ", "mirrored, not the whole frame",
+           "too few close matches")
 
 Key = tuple[bytes, bytes, int]
 Value = tuple[bool, bool, str, int, float, float]  # same, mirrored, reason, inliers, ncc, overlap

@@ -117,10 +117,6 @@ def _walk_dir(result: WalkResult, root: int, folder: str, rel: str, hidden: bool
             is_file = not is_dir and entry.is_file()
         except OSError:  # a symlink loop, or vanished while walking
             is_dir = is_file = False
-        try:
-            is_link = entry.is_symlink()
-        except OSError:
-            is_link = False
         if is_dir:
             stack.append(_listing(result, entry.path, relpath + "/", hidden, seen_dirs))
         elif is_file or is_image_name(entry.name):  # a FIFO, socket or device named like an image is listed
