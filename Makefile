@@ -1,4 +1,4 @@
-# hashdup: `make demo` runs the main job on sample_data/, `make test` runs the test suite.
+# hashdup: `make demo` runs the main job on sample_data/, `make test` runs the linters and the test suite.
 # Both create their own virtualenv (.venv) and install the project with its test extra first.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_INDEX ?= .hashdup
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 install: $(STAMP)
 
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
+
+# ruff (lint, import order) and mypy (types), configured in pyproject.toml; part of `make test`
+lint: $(STAMP)
+	$(BIN)/ruff check hashdup tests bench scripts
+	$(BIN)/mypy
 
 demo: $(STAMP)
 	$(BIN)/hashdup index sample_data --index $(DEMO_INDEX)

@@ -89,7 +89,7 @@ def lsh_data(n: int, n_bits: int, nq: int, dup_rate: float, dims: int, noise: fl
 def recall_at(D: np.ndarray, De: np.ndarray, k: int) -> float:
     """Tie-tolerant recall@k: per query, the multiset intersection of returned and exact distances, over k."""
     hits = 0
-    for row, ref in zip(D[:, :k], De[:, :k]):
+    for row, ref in zip(D[:, :k], De[:, :k], strict=False):
         a = np.bincount(row[row >= 0], minlength=1)
         b = np.bincount(ref[ref >= 0], minlength=1)
         m = min(len(a), len(b))
@@ -100,7 +100,7 @@ def recall_at(D: np.ndarray, De: np.ndarray, k: int) -> float:
 def near_recall(D: np.ndarray, De: np.ndarray, near: int) -> float:
     """Of the exact top-k at distance ≤ near, the fraction returned (same multiset count, restricted)."""
     hits = total = 0
-    for row, ref in zip(D, De):
+    for row, ref in zip(D, De, strict=False):
         ref = ref[(ref >= 0) & (ref <= near)]
         row = row[(row >= 0) & (row <= near)]
         total += len(ref)
@@ -133,7 +133,8 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.08, help="lsh data: noise of copies and queries (× scale)")
     ap.add_argument("--near", type=int, default=None, help="distance counted as near (default round(0.1 bits))")
     ap.add_argument("--tables", default="4,auto,12", help="comma list of L; 'auto' = default_n_tables, 'auto+4' ok")
-    ap.add_argument("--key-bits", default="auto-2,auto,auto+2", help="comma list of m; 'auto' = default_key_bits, 'auto-2' ok")
+    ap.add_argument("--key-bits", default="auto-2,auto,auto+2",
+                    help="comma list of m; 'auto' = default_key_bits, 'auto-2' ok")
     ap.add_argument("--probes", default="0,1,2")
     ap.add_argument("--threads", type=int, default=None, help="numba threads for queries and builds")
     ap.add_argument("--faiss", action="store_true", help="also time faiss IndexBinaryFlat (1 thread)")
@@ -156,7 +157,7 @@ def main() -> None:
           f"({time.perf_counter() - t0:.1f} s to make)", file=sys.stderr)
 
     t0 = time.perf_counter()
-    De, Ie = scan.knn_scan(db, Q, args.k)
+    De, _Ie = scan.knn_scan(db, Q, args.k)
     t_exact = time.perf_counter() - t0
     ms_exact = 1e3 * t_exact / len(Q)
     print(f"exact numpy scan.knn_scan: {ms_exact:.3f} ms/query (1 thread); exact d@1 mean {De[:, 0].mean():.2f}, "
@@ -195,11 +196,12 @@ def main() -> None:
                 ms = 1e3 * (time.perf_counter() - t0) / len(Q)
                 lims, _ = bt.candidates(Q, probes=p)
                 cand = np.diff(lims).mean()
-                found = (I == src[:, None]).any(axis=1)
+                found = (src[:, None] == I).any(axis=1)
                 est = recall_estimate(dmax, args.bits, m, L, p) if args.data == "random" else float("nan")
                 print(f"| {L} | {m} | {p} | {t_build:.2f} | {bt.nbytes / 2**20:.0f} | {recall_at(D, De, 1):.4f} "
                       f"| {recall_at(D, De, args.k):.4f} | {near_recall(D, De, near):.4f} | {found.mean():.4f} "
-                      f"| {found[flips == dmax].mean():.4f} | {est:.4f} | {cand:.0f} | {ms:.4f} | {ms_exact / ms:.0f} |",
+                      f"| {found[flips == dmax].mean():.4f} | {est:.4f} | {cand:.0f} | {ms:.4f} "
+                      f"| {ms_exact / ms:.0f} |",
                       flush=True)
     print(f"(numba threads: {threads}; exact reference: numpy scan.knn_scan {ms_exact:.3f} ms/query, 1 thread)",
           file=sys.stderr)

@@ -176,7 +176,7 @@ def run_set(name: str, set_dir: Path, labels: dict, args: argparse.Namespace) ->
     files = labels["files"]
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
-    variants = [("", "")] + [tuple((v.split("|", 1) + [""])[:2]) for v in args.hashdup_args]
+    variants = [("", "")] + [tuple(([*v.split("|", 1), ""])[:2]) for v in args.hashdup_args]
     built: dict[str, tuple[Path, float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="dedup-e2e-") as tmp:
         work = Path(tmp)

@@ -11,8 +11,8 @@ Two folders of real photos are built once under ``bench/out/extract/`` (and reus
 
 For each folder and each number of worker processes N (1 and 2 by default) it times, in the same run:
 
-* ``hashdup extract``: :func:`hashdup.extract.extract` with the index's default descriptor, gist+color (read, hash, decode,
-  describe; the process pool's start-up included);
+* ``hashdup extract``: :func:`hashdup.extract.extract` with the index's default descriptor, gist+color (read, hash,
+  decode, describe; the process pool's start-up included);
 * ``hashdup index``: the whole command (``hashdup index DIR --workers N``) in a fresh process, into a new index:
   walk, extract, fit LSH, encode, write;
 * ``imagededup``: ``PHash().encode_images(DIR, num_enc_workers=N)`` (imagededup 0.3: full-size decode, Lanczos

@@ -51,7 +51,7 @@ def source_photos() -> list[Path]:
     return out
 
 
-def _load(path: Path):  # noqa: ANN202 - PIL.Image.Image
+def _load(path: Path):
     from PIL import Image
 
     key = str(path)

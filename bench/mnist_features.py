@@ -18,8 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 def load_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """Pixels / 255 as float32 (n, 784) and labels as int64 (n,), checking the IDX magic numbers."""
-    raw = gzip.open(folder / "t10k-images-idx3-ubyte.gz").read()
-    labels = gzip.open(folder / "t10k-labels-idx1-ubyte.gz").read()
+    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
+        raw = f.read()
+    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = f.read()
     if int.from_bytes(raw[:4], "big") != 2051 or int.from_bytes(labels[:4], "big") != 2049:
         raise ValueError(f"{folder} does not hold MNIST IDX files")
     n = int.from_bytes(raw[4:8], "big")

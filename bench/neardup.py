@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from neardup_set import BUILDER_VERSION, KINDS, SHARED, build_set  # noqa: E402
+from neardup_set import BUILDER_VERSION, KINDS, SHARED, build_set
 
 REPO = Path(__file__).resolve().parent.parent
 THRESHOLDS = (4, 6, 8, 10, 12)
@@ -276,7 +276,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             + " ".join(f"{SHORT[k]:>5}" for k in kinds))
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['method']:<{wide}} {str(r['threshold']):>4} {r['precision']:5.3f} {r['recall']:5.3f} "
+        lines.append(f"{r['method']:<{wide}} {r['threshold']!s:>4} {r['precision']:5.3f} {r['recall']:5.3f} "
                      f"{r['f1']:5.3f} {r['fp_same_source']:5d} {r['seconds']:6.1f} "
                      + " ".join(f"{r['per_kind'].get(k, float('nan')):5.2f}" for k in kinds))
     return "\n".join(lines)
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
           f"({time.perf_counter() - t:.1f} s)", file=sys.stderr)
 
     rows = []
-    variants = [("", "")] + [tuple((v.split("|", 1) + [""])[:2]) for v in args.hashdup_args]
+    variants = [("", "")] + [tuple(([*v.split("|", 1), ""])[:2]) for v in args.hashdup_args]
     built: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="neardup-") as tmp:
         for index_opts, dedup_opts in variants:

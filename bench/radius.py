@@ -149,7 +149,7 @@ def evaluate(folder: Path, n_bits: int, seed: int, work: Path) -> int:
         names = [Path(rec.path).stem for rec in idx.stored.catalogue.records()]
         orig = np.array([int(s[1:5]) for s in names])
         kind = np.array([s[6:] for s in names])
-        n, r_max = len(names), int(round(0.4 * n_bits))
+        n, r_max = len(names), round(0.4 * n_bits)
         i, j, d = idx.search.self_join(r_max)
         same_i, same_j = (np.asarray(a, dtype=np.int64) for a in idx.stored.catalogue.identical_pairs())
         words = bits.as_words(idx.stored.codes.codes)
@@ -171,7 +171,7 @@ def evaluate(folder: Path, n_bits: int, seed: int, work: Path) -> int:
     g_prec, g_rec, g_f1 = prf(*group_counts(n, orig, i, j, d, same_i, same_j, radii), positives)
 
     # (original, copy) distances per kind, exact (not limited to r_max)
-    of = {(o, k): idx_ for idx_, (o, k) in enumerate(zip(orig.tolist(), kind.tolist()))}
+    of = {(o, k): idx_ for idx_, (o, k) in enumerate(zip(orig.tolist(), kind.tolist(), strict=False))}
     kind_d = {}
     for k in KINDS:
         a = np.array([of[o, "orig"] for o in np.unique(orig)])

@@ -3,15 +3,16 @@
 The folder holds ``--n`` small JPEGs of longest side ``--size`` px, seeded: by default distinct generated
 pictures (``--kind shapes``, :func:`shapes.generate_shapes`: every image its own random scene), or random crops of
 the real photos of ../shared/data (``--kind crops``, :func:`incremental.generate`; at 100,000 crops of some sixty
-photos most crops lie inside others, so most images are genuine near-duplicates of others), and one edited copy (a re-encode at quality 60) of every
-``--copy-every``-th of them, so that dedup has groups to find. Both commands run as child processes, as a user runs
-them (default options, every core); for each the script reports the wall time, the CPU time, the peak RSS of the
-largest process and of the whole process tree, and, from ``hashdup info``, the index's bytes per image (all files,
-and the local-feature file alone).
+photos most crops lie inside others, so most images are genuine near-duplicates of others), and one edited copy
+(a re-encode at quality 60) of every ``--copy-every``-th of them, so that dedup has groups to find. Both commands
+run as child processes, as a user runs them (default options, every core); for each the script reports the wall
+time, the CPU time, the peak RSS of the largest process and of the whole process tree, and, from ``hashdup info``,
+the index's bytes per image (all files, and the local-feature file alone); for each dedup, how many groups are
+exactly an image and its copy.
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/scale.py                  # 100,000 images of 256 px (about half an hour on 2 cores)
+    .venv/bin/python bench/scale.py                  # 100,000 images of 256 px (about 50 minutes on 2 cores)
     .venv/bin/python bench/scale.py --n 2000         # a quick look
 
 The generated folder is kept in bench/out/scale-N-SIZE/ and reused. Prints one JSON object on stdout.
@@ -26,8 +27,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from incremental import REPO, generate, run_hashdup  # noqa: E402
-from shapes import generate_shapes  # noqa: E402
+from incremental import REPO, generate, run_hashdup
+from shapes import generate_shapes
 
 
 def add_copies(folder: Path, names: list[str], every: int) -> int:

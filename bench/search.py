@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 index = faiss.IndexBinaryFlat(8 * db.shape[1])  # padded rows: the padding bits are zero
                 index.add(db)
                 faiss.omp_set_num_threads(1)
-                s, (Df, If) = best_time(lambda: index.search(Q, args.k), args.repeat)
+                s, (Df, _If) = best_time(lambda: index.search(Q, args.k), args.repeat)
                 f1 = row("knn", "faiss IndexBinaryFlat", 1, s)
                 faiss.omp_set_num_threads(args.threads)
                 s, _ = best_time(lambda: index.search(Q, args.k), args.repeat)
@@ -174,13 +174,14 @@ def main(argv: list[str] | None = None) -> int:
             row(f"radius {args.radius}", "hashdup kernel", args.threads, s)
             if faiss:
                 for q in range(nq):
-                    ours = set(zip(Ir[lims[q] : lims[q + 1]].tolist(), Dr[lims[q] : lims[q + 1]].tolist()))
-                    theirs = set(zip(Ifr[lf[q] : lf[q + 1]].tolist(), Dfr[lf[q] : lf[q + 1]].tolist()))
+                    a, b = lims[q], lims[q + 1]
+                    ours = set(zip(Ir[a:b].tolist(), Dr[a:b].tolist(), strict=True))
+                    theirs = set(zip(Ifr[lf[q] : lf[q + 1]].tolist(), Dfr[lf[q] : lf[q + 1]].tolist(), strict=True))
                     if ours != theirs:
                         sys.exit(f"hashdup and FAISS radius matches differ for query {q}")
                 del index
             summary.append((n, n_bits, h1, f1, hT, l1, floor_ms))
-            del db, dbw
+            db = dbw = None  # free this size's codes before the next one is drawn
 
     print()
     print(f"# load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"#   {n:>10} x {n_bits:>3} bits: {h1:.3f} ms/query, {vs_faiss}; {args.threads} threads "
               f"{hT:.3f} ms/query ({h1 / hT:.2f}x); floor {floor_ms:.2f} ms: batch per-query / floor "
               f"{h1 / floor_ms:.2f}, 1-query latency / floor {l1 / floor_ms:.2f}")
-    for n, n_bits, h1, f1, hT, l1, floor_ms in summary:
+    for n, n_bits, h1, f1, _hT, l1, floor_ms in summary:
         if n == 10_000_000 and n_bits == 64:
             ok_faiss = f1 is not None and h1 <= 0.5 * f1
             ok_floor = h1 <= 2 * floor_ms

@@ -24,9 +24,9 @@ by a copy of another random row with 0 to ``--max-flips`` (3) random bits flippe
   pairs (20 bytes per pair: i, j int64 and d int32).
 
 hashdup's 1 M timings are the best of ``--repeat`` runs; FAISS's (seconds each) and the large join are one run
-each. Times are wall clock; the process CPU time of the same call is shown next to it. Results are checked: every FAISS pair set equals
-hashdup's (as sets of (i, j) with i < j), on the subset too. The load average is printed: on a shared machine other
-processes slow every column, the multi-threaded ones most.
+each. Times are wall clock; the process CPU time of the same call is shown next to it. Results are checked: every
+FAISS pair set equals hashdup's (as sets of (i, j) with i < j), on the subset too. The load average is printed: on a
+shared machine other processes slow every column, the multi-threaded ones most.
 
 Targets (issue 4): 1 M × 64 bits at radius 3 ≤ 0.3 s and ≥ 10 × faster than FAISS's best; 10 M codes in under 10 s
 with memory bounded by the codes plus O(pairs).
@@ -62,7 +62,7 @@ def planted_codes(n: int, n_bits: int, dup_rate: float, max_flips: int, rng: np.
     words = rng.integers(0, 2**64 - 1, size=(n, n_words), dtype=np.uint64, endpoint=True)
     if n_bits % 64:
         words[:, -1] &= np.uint64((1 << (n_bits % 64)) - 1)
-    n_copies = int(round(dup_rate * n))
+    n_copies = round(dup_rate * n)
     dst = rng.choice(n, n_copies, replace=False)
     src = rng.integers(0, n, n_copies)
     copies = words[src]
@@ -77,7 +77,7 @@ def planted_codes(n: int, n_bits: int, dup_rate: float, max_flips: int, rng: np.
 
 
 def pair_set(i: np.ndarray, j: np.ndarray) -> set[tuple[int, int]]:
-    return set(zip(i.tolist(), j.tolist()))
+    return set(zip(i.tolist(), j.tolist(), strict=False))
 
 
 def faiss_pairs(lims: np.ndarray, I: np.ndarray) -> set[tuple[int, int]]:
@@ -136,7 +136,7 @@ def big_join(args: argparse.Namespace) -> None:
     rss0 = status_kib("VmRSS")
     exact_peak = reset_peak()
     maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    wall, cpu, (i, j, d) = timed(lambda: mih.self_join(big, n_bits, radius, n_threads=threads))
+    wall, cpu, (i, _j, _d) = timed(lambda: mih.self_join(big, n_bits, radius, n_threads=threads))
     if exact_peak:
         peak_kib, how = status_kib("VmHWM"), "VmHWM"
     else:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     times = {}
     ref = None
     for t in sorted({1, threads}):
-        wall, cpu, (i, j, d) = best_of(lambda: mih.self_join(codes, n_bits, radius, n_threads=t), args.repeat)
+        wall, cpu, (i, j, _d) = best_of(lambda: mih.self_join(codes, n_bits, radius, n_threads=t), args.repeat)
         ref = pair_set(i, j) if ref is None else ref
         same = pair_set(i, j) == ref
         row(f"hashdup mih.self_join, {t} thread{'s' * (t > 1)}", wall, cpu,

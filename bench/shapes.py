@@ -4,8 +4,8 @@ The shared photos give about 2,100 non-overlapping small tiles (``bench/tiles_se
 (``bench/incremental.py``) overlap, so at 100,000 images most crops lie inside others and are genuine
 near-duplicates. A library of distinct photos needs distinct pictures, so these are drawn: a smooth random colour
 field, a band of low-frequency shading, 8-30 random shapes (ellipses, rectangles, polygons, thick lines, arcs) in
-random colours, the first ones softened in half the images, and a little sensor-like noise; JPEG quality 80-95. Each image depends only on its
-seed, so any subset can be regenerated.
+random colours, the first ones softened in half the images, and a little sensor-like noise; JPEG quality 80-95.
+Each image depends only on its seed, so any subset can be regenerated.
 
 Usage: ``from shapes import generate_shapes`` (``bench/scale.py --kind shapes``).
 """
@@ -23,7 +23,7 @@ import numpy as np
 FRAMES = ((4, 3), (4, 3), (4, 3), (3, 4), (16, 9), (1, 1))
 
 
-def draw(seed: int, size: int = 256):  # noqa: ANN201 - PIL.Image.Image
+def draw(seed: int, size: int = 256):
     """One picture of longest side ``size``: the scene of ``seed`` (numpy's PCG64)."""
     from PIL import Image, ImageDraw, ImageFilter
 
@@ -55,8 +55,8 @@ def draw(seed: int, size: int = 256):  # noqa: ANN201 - PIL.Image.Image
             k = int(rng.integers(3, 8))
             angles = np.sort(rng.uniform(0, 2 * np.pi, k))
             radii = rng.uniform(0.4, 1.0, k)
-            pen.polygon([(cx + rx * r * np.cos(a), cy + ry * r * np.sin(a)) for a, r in zip(angles, radii)],
-                        fill=colour)
+            corners = [(cx + rx * r * np.cos(a), cy + ry * r * np.sin(a)) for a, r in zip(angles, radii, strict=True)]
+            pen.polygon(corners, fill=colour)
         elif kind == 3:
             pen.line([(cx - rx, cy - ry), (cx + rx, cy + ry)], fill=colour, width=int(rng.integers(2, 12)))
         else:

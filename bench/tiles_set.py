@@ -22,7 +22,8 @@ LUMA = np.array([0.299, 0.587, 0.114])
 
 def tiles(rgb: np.ndarray, stem: str, tile: tuple[int, int] = TILE,
           min_std: float = MIN_TILE_STD) -> list[tuple[str, np.ndarray]]:
-    """``[(id, pixels)]``: the non-overlapping ``tile`` (width, height) tiles of a photo, grid centred, flat ones dropped.
+    """``[(id, pixels)]``: the non-overlapping ``tile`` (width, height) tiles of a photo, grid centred, flat ones
+    dropped.
 
     A tile is dropped when the standard deviation of its luma is under ``min_std`` grey levels (sky, black borders):
     such tiles are near-duplicates of each other and would be false negatives of the labels. Unlike

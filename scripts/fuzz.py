@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import fuzz_corpus as fc  # noqa: E402 - needs the repository on the path
-from tests import fuzz_runner as fr  # noqa: E402
+from tests import fuzz_corpus as fc  # noqa: E402 - after the sys.path line above, which makes tests importable
+from tests import fuzz_runner as fr  # noqa: E402 - likewise
 
 
 def _save(out: Path, seed: int, result: dict) -> Path:

@@ -128,7 +128,7 @@ def make_bad(out: Path) -> Notes:
     """Write deliberately broken files."""
     data = (out / "photos" / "rocket.jpg").read_bytes()
     (out / "bad" / "truncated.jpg").write_bytes(data[: len(data) * 40 // 100])
-    (out / "bad" / "notes.jpg").write_bytes("this is not an image\n".encode("utf-8"))
+    (out / "bad" / "notes.jpg").write_bytes(b"this is not an image\n")
     return {"bad/truncated.jpg": ("first 40 % of the bytes of photos/rocket.jpg (truncated JPEG)",
                                   "rocket"),
             "bad/notes.jpg": ("UTF-8 text file with a .jpg name", None)}

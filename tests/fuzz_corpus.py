@@ -65,7 +65,7 @@ def seed_files() -> dict[str, tuple[str, bytes]]:
     frames = [at(48, 40).rotate(a) for a in (0, 10, 20)]
     palette = at(64, 64).quantize(64)
     palette.info["transparency"] = 0
-    sixteen = Image.fromarray((np.asarray(at(56, 48).convert("L"), dtype=np.uint16) * 257))
+    sixteen = Image.fromarray(np.asarray(at(56, 48).convert("L"), dtype=np.uint16) * 257)
     seeds = {
         "jpeg": (".jpg", _save(at(80, 60), "JPEG", quality=85)),
         "jpeg-progressive": (".jpg", _save(at(64, 64), "JPEG", quality=80, progressive=True, optimize=True)),
@@ -302,7 +302,7 @@ def _lengths(data: bytes, seed: str, rng: np.random.Generator) -> bytes:
                 ifd = struct.unpack(order + "I", data[4:8])[0]
                 out[ifd : ifd + 2] = struct.pack(order + "H", hostile(16))
         else:
-            at, tag = entries[int(rng.integers(len(entries)))]
+            at, _tag = entries[int(rng.integers(len(entries)))]
             field = int(rng.choice([2, 4, 8]))  # type, count, value/offset
             width = 2 if field == 2 else 4
             endian = "little" if order == "<" else "big"
@@ -326,13 +326,13 @@ def _header_only(data: bytes, seed: str, rng: np.random.Generator) -> bytes:
         cut = next((at for at, kind, _ in _png_chunks(data) if kind == b"IDAT"), len(data))
         return data[:cut] + (b"\0\0\0\0IEND\xaeB`\x82" if rng.random() < 0.5 else b"")
     if seed.startswith("jpeg"):
-        at, marker, n = _jpeg_segments(data)[-1]
+        at, _marker, n = _jpeg_segments(data)[-1]
         return data[: at + 2 + n] + (b"\xff\xd9" if rng.random() < 0.5 else b"")
     if seed.startswith("gif"):
         d = _gif_descriptors(data)
         return data[: (d[0] + 10 if d else 13)] + (b";" if rng.random() < 0.5 else b"")
     if seed.startswith("tiff"):
-        order, entries = _tiff_entries(data)
+        _order, entries = _tiff_entries(data)
         end = max((at + 12 for at, _ in entries), default=8) + 4
         return data[: max(end, 8)]
     if seed.startswith("webp"):
@@ -453,7 +453,7 @@ def make_case(seed: int, index: int) -> Case:
         data = (_SIGNATURES[int(rng.integers(len(_SIGNATURES)))]
                 + rng.integers(0, 256, size=int(rng.integers(0, 4097)), dtype=np.uint8).tobytes())
     elif kind == "text":
-        data = ("This is not a picture. Line %d.\n" % int(rng.integers(1000))).encode() * int(rng.integers(1, 200))
+        data = f"This is not a picture. Line {int(rng.integers(1000))}.\n".encode() * int(rng.integers(1, 200))
         ext = ".jpg"
     elif kind == "concat":
         other = seeds[names[int(rng.integers(len(names)))]][1]

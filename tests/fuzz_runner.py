@@ -57,7 +57,7 @@ def check_case(case: Case, folder: Path, size: int = SIZE) -> tuple[str, str]:
         if "memory" in reason.lower():
             return "FAIL", f"ran out of memory: {reason}"
         return "refused", reason
-    except Exception as e:  # noqa: BLE001 - that is the point: anything else is a failure
+    except Exception as e:
         return "FAIL", f"{type(e).__name__}: {e}"[:500]
     finally:
         path.unlink(missing_ok=True)
@@ -137,7 +137,7 @@ def _injected(fault: str | None) -> Iterator[None]:
         yield
         return
 
-    def faulty(data: bytes, size: int, *, name: str = "<bytes>", **kw):  # noqa: ANN202, ANN003
+    def faulty(data: bytes, size: int, *, name: str = "<bytes>", **kw):
         if fault == "crash":
             os.abort()
         if fault == "hang":
@@ -170,7 +170,7 @@ def worker(seed: int, indices: Iterable[int], folder: Path, case_timeout: float,
 
     from hashdup.io import images  # noqa: F401 - imported before the first case
 
-    log = open(folder / FAULT_LOG, "w")  # noqa: SIM115 - open until the process ends
+    log = open(folder / FAULT_LOG, "w")  # noqa: SIM115 - stays open for faulthandler until the process dies
     faulthandler.enable(file=log)
 
     seed_files()
@@ -301,7 +301,7 @@ def run_corpus(seed: int, indices: range, folder: Path, *, workers: int = 1, cas
     def run(w: int) -> None:
         try:
             _run_worker(seed, indices[w::workers], folder / str(w), case_timeout, memory_budget, parts[w], locked)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+        except BaseException as e:
             errors.append(e)
 
     parts = [Report(seed) for _ in range(workers)]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from hashdup.io.featurefile import LocalFeatures
 from hashdup.dedup.verify import BLOCK_AGREE, GATE_BITS, GATE_MATCHES, RANSAC, Verdict, block_agreement, ncc
+from hashdup.io.featurefile import LocalFeatures
 
 
 def band_pass(thumb: np.ndarray, frame: int) -> np.ndarray:
@@ -51,7 +51,7 @@ class ReferenceVerifier:
                 best = v
         return best
 
-    def _match(self, a, b, band_a, band_b, mirrored):  # noqa: ANN001, ANN202
+    def _match(self, a, b, band_a, band_b, mirrored):
         from skimage.feature import match_descriptors
         from skimage.measure import ransac
         from skimage.transform import SimilarityTransform
@@ -84,7 +84,7 @@ class ReferenceVerifier:
             return Verdict(False, inliers=n_in, reason="implausible transform")
         return self._photometric(a, b, band_a, band_b, model.params, n_in, False)
 
-    def _photometric(self, a, b, band_a, band_b, model, n_in, mirrored):  # noqa: ANN001, ANN202
+    def _photometric(self, a, b, band_a, band_b, model, n_in, mirrored):
         from skimage.transform import AffineTransform, warp
 
         (tha, twa), (thb, twb) = band_a.shape, band_b.shape

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hashdup.dedup import actions
-from hashdup.dedup import KEEP_POLICIES, Group, Member, order_members
+from hashdup.dedup import KEEP_POLICIES, Group, Member, actions, order_members
 
 from .clirun import run_script
 
@@ -203,7 +202,7 @@ def test_default_keeper_is_the_original_photo_not_a_copy(lib):
 
 
 def test_keep_policies_in_cli_output(lib):
-    _, images, idx = lib
+    _, _images, idx = lib
     from PIL import Image
 
     def pixels(p):
@@ -237,7 +236,7 @@ def test_plan_never_includes_a_keeper_and_names_move_targets_by_root(tmp_path):
     assert [s.path for s in steps] == [f"{a}/sub/d.jpg", f"{b}/d.jpg"]  # k2 is a keeper; sub/d.jpg planned once
     assert [s.target for s in steps] == [str(tmp_path / "dups" / "photos" / "sub" / "d.jpg"),
                                          str(tmp_path / "dups" / "photos-2" / "d.jpg")]
-    one_root = actions.plan([g1], "move", str(tmp_path / "dups"), roots=[a, b][:1] + [b])
+    one_root = actions.plan([g1], "move", str(tmp_path / "dups"), roots=[*[a, b][:1], b])
     assert one_root[0].target.endswith("dups/photos/sub/d.jpg")
     single = Group(1, [_m(0, f"{a}/k.jpg"), _m(1, f"{a}/sub/d.jpg")])
     assert actions.plan([single], "move", str(tmp_path / "d"), roots=[a])[0].target == str(tmp_path / "d/sub/d.jpg")
@@ -255,7 +254,7 @@ def test_plan_never_includes_a_keeper_and_names_move_targets_by_root(tmp_path):
 @pytest.mark.parametrize("args", [["--action", "move", "dups"], ["--action", "symlink"], ["--action", "hardlink"],
                                   ["--action", "delete"]])
 def test_without_yes_nothing_is_touched(lib, args):
-    base, images, idx = lib
+    base, _images, idx = lib
     before = snapshot(base)
     r, rows = act(idx, *args)
     assert r.exit_code == 0, r.output
@@ -296,7 +295,7 @@ def test_an_existing_manifest_is_never_overwritten(lib):
 
 @pytest.mark.parametrize("action", ["move", "symlink", "hardlink", "delete"])
 def test_yes_does_exactly_the_plan_and_never_touches_keepers(lib, action, desktop_trash):
-    base, images, idx = lib
+    base, _images, idx = lib
     dest = ["dups"] if action == "move" else []
     _, planned = act(idx, "--action", action, *dest)
     before = snapshot(base)
@@ -345,7 +344,7 @@ def test_yes_does_exactly_the_plan_and_never_touches_keepers(lib, action, deskto
 
 
 def test_files_changed_after_indexing_are_skipped_the_rest_proceed(lib):
-    base, images, idx = lib
+    base, _images, idx = lib
     groups = groups_of(idx)
     dups = [p for g in groups for p in g["paths"] if p != g["keep"]]
     same_time, touched = Path(dups[0]), Path(dups[1])
@@ -365,7 +364,7 @@ def test_files_changed_after_indexing_are_skipped_the_rest_proceed(lib):
     by_path = {x["path"]: x for x in rows}
     assert "content differs" in by_path[str(same_time)]["reason"]
     assert "modification time" in by_path[str(touched)]["reason"]
-    third = [p for p in groups[2]["paths"] if p != groups[2]["keep"]][0]
+    third = next(p for p in groups[2]["paths"] if p != groups[2]["keep"])
     assert "keeper" in by_path[third]["reason"]
     skipped = {str(same_time), str(touched), third}
     assert {p for p, x in by_path.items() if x["status"] == "skipped"} == skipped
@@ -401,7 +400,7 @@ def test_undo_restores_every_file_byte_identical_and_twice_is_harmless(lib, acti
 
 @pytest.mark.parametrize("action", ["move", "symlink", "hardlink"])
 def test_undo_never_overwrites(lib, action):
-    base, images, idx = lib
+    base, _images, idx = lib
     dest = ["dups"] if action == "move" else []
     _, rows = act(idx, "--action", action, *dest, "--yes")
     (manifest,) = manifests(base)
@@ -478,7 +477,7 @@ def test_a_killed_run_leaves_an_accurate_manifest_that_undo_finishes(lib):
     the journal's last line for it is "started"), with a torn line at the end: undo puts everything back."""
     base, images, idx = lib
     before = content(images)
-    _, rows = act(idx, "--action", "symlink", "--yes")
+    _, _rows = act(idx, "--action", "symlink", "--yes")
     (manifest,) = manifests(base)
     lines = manifest.read_text().splitlines(keepends=True)
     first_done = next(i for i, x in enumerate(lines) if json.loads(x).get("status") == "done")
@@ -595,7 +594,7 @@ def test_a_wide_radius_without_verification_needs_force_to_act(lib):
 
 def test_rows_of_files_that_vanished_or_changed_say_so_and_are_never_acted_on(lib):
     """Before: dedup listed a vanished file and one overwritten with text as duplicates, silently, exit 0."""
-    base, images, idx = lib
+    _base, images, idx = lib
     (images / "copies" / "chelsea_q30.jpg").unlink()
     (images / "copies" / "astronaut_half.jpg").write_text("not a photo any more")
     r = run("dedup", "--index", idx, *CODES, "--jsonl")

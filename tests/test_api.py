@@ -48,7 +48,7 @@ def test_all_names_exist() -> None:
     assert hashdup.HammingIndex is HammingIndex
     assert hashdup.__version__ == importlib.metadata.version("hashdup")
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        hashdup.nope  # noqa: B018
+        _ = hashdup.nope
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

@@ -12,8 +12,16 @@ from hypothesis import strategies as st
 from hashdup import bits
 from hashdup.errors import IndexFileError
 from hashdup.index import scan
-from hashdup.index.buckets import (HEADER_SIZE, MAGIC, BucketTables, default_key_bits, default_n_tables,
-                                   draw_positions, probe_masks, recall_estimate)
+from hashdup.index.buckets import (
+    HEADER_SIZE,
+    MAGIC,
+    BucketTables,
+    default_key_bits,
+    default_n_tables,
+    draw_positions,
+    probe_masks,
+    recall_estimate,
+)
 from hashdup.io.codefile import CodeFile
 
 from .oracles import make
@@ -41,7 +49,7 @@ def oracle_candidates(bt, db_bits, q_bits, probes):
 
 def oracle_knn_on(db_bits, q, cand, k):
     d = (db_bits[cand] != q).sum(axis=1)
-    order = sorted(zip(d.tolist(), cand.tolist()))[:k]
+    order = sorted(zip(d.tolist(), cand.tolist(), strict=False))[:k]
     D, I = np.full(k, -1), np.full(k, -1)
     D[: len(order)] = [a for a, _ in order]
     I[: len(order)] = [b for _, b in order]
@@ -118,7 +126,7 @@ def test_disjoint_keys_covering_every_bit_find_everything_within_the_pigeonhole_
     codes, Q = bits.pack(db), bits.pack(q)
     bt = BucketTables.build(codes, n_bits, n_tables=n_tables, key_bits=key_bits, random_state=7)
     assert sorted(bt.positions.ravel().tolist()) == list(range(n_bits))
-    lims, Dr, Ir = scan.radius_scan(codes, Q, radius)
+    lims, _Dr, Ir = scan.radius_scan(codes, Q, radius)
     lims_c, C = bt.candidates(Q, probes=probes)
     for qi in range(len(Q)):
         assert set(Ir[lims[qi] : lims[qi + 1]].tolist()) <= set(C[lims_c[qi] : lims_c[qi + 1]].tolist())
@@ -135,7 +143,7 @@ def test_recall_grows_with_tables_and_probes_and_matches_the_estimate():
     for L in (1, 2, 4, 8):
         bt = BucketTables.build(codes, n_bits, n_tables=L, key_bits=key_bits, random_state=3)
         for p in (0, 1, 2):
-            D, I = bt.query(codes, Q, 1, probes=p)
+            _D, I = bt.query(codes, Q, 1, probes=p)
             recall[L, p] = np.mean(I[:, 0] == src)
             # the estimate is for this construction (disjoint keys within a permutation); ± sampling noise
             assert abs(recall[L, p] - recall_estimate(flips, n_bits, key_bits, L, p)) < 0.04, (L, p, recall)
@@ -174,7 +182,7 @@ def test_write_open_round_trip(tmp_path):
         np.testing.assert_array_equal(getattr(back, name), getattr(bt, name))
         assert not getattr(back, name).flags.writeable
     for p in (0, 1, 2):
-        for a, b in zip(bt.query(codes, Q, 5, probes=p), back.query(cf, Q, 5, probes=p)):
+        for a, b in zip(bt.query(codes, Q, 5, probes=p), back.query(cf, Q, 5, probes=p), strict=False):
             np.testing.assert_array_equal(a, b)
     assert (tmp_path / "b.hdb").stat().st_size % 8 == 0
     assert "b.hdb" in repr(back)
@@ -195,7 +203,8 @@ def test_file_round_trip_any_shape(n, n_bits, n_tables, key_bits, seed):
         back = BucketTables.open(path)
         for name in ("positions", "offsets", "ids"):
             np.testing.assert_array_equal(getattr(back, name), getattr(bt, name))
-        for a, b in zip(bt.query(bits.pack(db), bits.pack(q), 3), back.query(bits.pack(db), bits.pack(q), 3)):
+        pairs = zip(bt.query(bits.pack(db), bits.pack(q), 3), back.query(bits.pack(db), bits.pack(q), 3), strict=True)
+        for a, b in pairs:
             np.testing.assert_array_equal(a, b)
         del back
 
@@ -276,7 +285,7 @@ def test_consistent_checksum_but_impossible_content_is_rejected(tmp_path):
     bad = [BucketTables(64, 20, good.positions, good.offsets, ids),
            BucketTables(64, 20, good.positions, good.offsets[:, ::-1].copy(), good.ids),
            BucketTables(64, 20, np.full_like(good.positions, 64), good.offsets, good.ids)]
-    for bt, message in zip(bad, ["beyond n_rows", "offsets", "position"]):
+    for bt, message in zip(bad, ["beyond n_rows", "offsets", "position"], strict=False):
         bt.write(tmp_path / "b.hdb")
         with pytest.raises(IndexFileError, match=message):
             BucketTables.open(tmp_path / "b.hdb")
@@ -297,7 +306,7 @@ def test_tiny_databases(tmp_path, n):
         np.testing.assert_array_equal(D[:, 0], (q != db[0]).sum(axis=1))
     bt.write(tmp_path / "b.hdb")
     back = BucketTables.open(tmp_path / "b.hdb")
-    for a, b in zip(back.query(codes, bits.pack(q), 4), (D, I)):
+    for a, b in zip(back.query(codes, bits.pack(q), 4), (D, I), strict=False):
         np.testing.assert_array_equal(a, b)
     assert back.candidates(np.zeros((0, 8), np.uint8))[0].tolist() == [0]
     assert bt.query(codes, np.zeros((0, 8), np.uint8), 2)[0].shape == (0, 2)

@@ -1,11 +1,10 @@
 """The command line through click's CliRunner (and one real subprocess): exit codes, JSON on stdout only."""
 
 import json
-import shutil
 import os
+import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

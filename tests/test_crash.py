@@ -76,7 +76,9 @@ def answers(idx_dir: Path, images: Path) -> tuple:
     """A query and dedup through the library, paths relative to the image folder."""
     idx = pipeline.Index(idx_dir)
     try:
-        rel = lambda p: Path(p).relative_to(images).as_posix()  # noqa: E731
+        def rel(p: str) -> str:
+            return Path(p).relative_to(images).as_posix()
+
         rows, failed = pipeline.query(idx, [str(images / "a" / "img000.jpg")], k=4)
         assert failed == 0
         groups = [sorted(map(rel, g["paths"])) for g in pipeline.dedup(idx, 6, verify=False)]  # codes only
@@ -236,7 +238,7 @@ def test_readers_never_fail_while_a_writer_commits(library):
                 assert snap["fingerprint"] in fingerprints and len(snap["files"]) == N_IMAGES
                 answers(library.index, library.images)
                 reads += 1
-            except Exception as e:  # noqa: BLE001 - any failure of a reader is what this test looks for
+            except Exception as e:
                 failures.append(repr(e))
     finally:
         writer.wait(120)
@@ -304,9 +306,9 @@ def test_fallback_lock_file_without_flock(tmp_path, no_flock):
     with store.writer_lock(idx) as lease:
         assert lease.method == "file" and lease.stale == dead
         assert lock.Holder.parse(path.read_bytes()).pid == os.getpid()
-        with pytest.raises(HashdupError, match=f"another hashdup run is writing .*pid {os.getpid()} on "):
-            with store.writer_lock(idx):
-                pass
+        with pytest.raises(HashdupError, match=f"another hashdup run is writing .*pid {os.getpid()} on "), \
+                store.writer_lock(idx):
+            pass
     assert not path.exists()  # released by removing it
     # a live holder (a sleeping process) refuses; so does one on another host, which cannot be checked
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -314,9 +316,8 @@ def test_fallback_lock_file_without_flock(tmp_path, no_flock):
         for holder in (lock.Holder(sleeper.pid, socket.gethostname(), time.time()),
                        lock.Holder(1, "elsewhere.example", time.time())):
             path.write_bytes(holder.dumps())
-            with pytest.raises(HashdupError, match=f"pid {holder.pid} on {holder.host}"):
-                with store.writer_lock(idx):
-                    pass
+            with pytest.raises(HashdupError, match=f"pid {holder.pid} on {holder.host}"), store.writer_lock(idx):
+                pass
             assert lock.Holder.parse(path.read_bytes()) == holder  # left alone
     finally:
         sleeper.kill()

@@ -294,13 +294,14 @@ def test_code_distance_does_not_depend_on_the_order_of_the_pair(planted):
         judge = PairJudge(index, mirror=mirror, verify=False)
         n = len(index)
         got = np.array([[judge.code_distance(i, j) for j in range(n)] for i in range(n)])
-        wrong = [(int(i), int(j), int(got[i, j]), int(expected[i, j])) for i, j in zip(*np.nonzero(got != expected))]
+        wrong = [(int(i), int(j), int(got[i, j]), int(expected[i, j]))
+                 for i, j in zip(*np.nonzero(got != expected), strict=True)]
         assert wrong == [], f"mirror={mirror}: (i, j, code_distance, expected) {wrong[:6]} ({len(wrong)} in all)"
 
 
 def test_no_verify_star_groups_are_within_the_radius_of_their_keeper(planted):
     index, *_ = planted
-    plain, mirrored = _code_oracle(index)
+    _plain, mirrored = _code_oracle(index)
     r = 16
     groups = find_groups(index, r, verify=False)
     single = find_groups(index, r, linkage="single", verify=False)
@@ -316,7 +317,7 @@ def test_no_verify_star_groups_are_within_the_radius_of_their_keeper(planted):
 
 # --- the command line -------------------------------------------------------------------------------------------------
 def test_cli_dedup_complete_no_mirror_keep_path(planted):
-    _, families, negatives, base = planted
+    _, _families, negatives, base = planted
     r = CliRunner().invoke(cli, ["dedup", "--index", str(base / "index"), "--linkage", "complete", "--no-mirror",
                                  "--keep", "path"])
     assert r.exit_code == 0, r.output

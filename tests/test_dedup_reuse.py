@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from hashdup import pipeline
-from hashdup.dedup import verify
 from hashdup.cli import cli
+from hashdup.dedup import verify
 from hashdup.dedup.groups import find_groups
 from hashdup.descriptors.local import LocalExtractor
 from hashdup.io.verdicts import VerdictStore
@@ -30,7 +30,7 @@ class Count:
         self.calls: list[tuple] = []
         real = getattr(owner, name)
 
-        def spy(obj, *args, **kw):  # noqa: ANN001, ANN202
+        def spy(obj, *args, **kw):
             self.calls.append(args)
             return real(obj, *args, **kw)
 
@@ -139,4 +139,5 @@ def test_an_index_without_features_asks_for_a_new_index_run(library):
     assert "no local features" in result.stderr and "`hashdup index` again" in result.stderr
     summary = pipeline.build_index([folder], index_dir, workers=1)  # an older index is rebuilt, not reused
     assert "no local features" in summary.rebuild and summary.decoded == summary.indexed
-    assert summary.added == 0 and summary.unchanged == summary.files  # the old catalogue was read: files counted as before
+    # the old catalogue was read: files counted as before
+    assert summary.added == 0 and summary.unchanged == summary.files

@@ -32,10 +32,11 @@ def lib(tmp_path, sample_dir, monkeypatch):
     return tmp_path, images, tmp_path / "idx"
 
 
-@pytest.mark.parametrize("where", ["hashdup.indexing.build.write_descriptors", "hashdup.indexing.build.FeatureFile.write",
+@pytest.mark.parametrize("where", ["hashdup.indexing.build.write_descriptors",
+                                   "hashdup.indexing.build.FeatureFile.write",
                                    "hashdup.indexing.build.commit"])
 def test_an_index_run_on_a_full_disk_stops_in_one_line_and_the_previous_index_serves(lib, monkeypatch, where):
-    base, images, idx = lib
+    _base, images, idx = lib
     before = json.loads(run("dedup", "--index", idx).stdout)
     shutil.copy(images / "photos" / "rocket.jpg", images / "photos" / "rocket2.jpg")  # something new to write
 
@@ -70,7 +71,7 @@ def test_a_decision_cache_that_cannot_be_saved_is_one_warning(lib, monkeypatch):
 
 
 def test_an_action_that_meets_a_full_disk_stops_and_its_manifest_is_accurate(lib, monkeypatch):
-    base, images, idx = lib
+    base, _images, idx = lib
     real, calls = actions.transfer, []
 
     def fills_up(src, dst, blake2b):
@@ -98,7 +99,7 @@ def test_an_action_that_meets_a_full_disk_stops_and_its_manifest_is_accurate(lib
 
 
 def test_a_manifest_that_cannot_be_written_stops_before_the_change(lib, monkeypatch):
-    base, images, idx = lib
+    base, _images, idx = lib
     from hashdup.dedup import manifest
 
     real, lines = manifest.ActionLog.write, []

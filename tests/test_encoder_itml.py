@@ -72,14 +72,14 @@ def test_zero_distance_pairs_are_refused_by_the_solver():
 
 
 def test_a_metric_that_is_not_positive_definite_is_refused():
-    with pytest.raises(HashdupError, match="lost positive definiteness.*-4"):
+    with pytest.raises(HashdupError, match=r"lost positive definiteness.*-4"):
         itml(np.array([[0.0, 2.0]]), [True], 1.0, 2.0, A0=np.diag([1.0, -1.0]))
 
 
 def test_metric_factor_refuses_a_matrix_that_is_not_positive_definite():
     L = metric_factor(np.array([[4.0, 2.0], [2.0, 2.0]]))
     np.testing.assert_allclose(L @ L.T, [[4.0, 2.0], [2.0, 2.0]])
-    with pytest.raises(HashdupError, match="not positive definite.*-1"):
+    with pytest.raises(HashdupError, match=r"not positive definite.*-1"):
         metric_factor(np.array([[1.0, 0.0], [0.0, -1.0]]))
 
 

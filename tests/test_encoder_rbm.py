@@ -8,8 +8,8 @@ from hashdup.encoders import Pairs
 from hashdup.encoders.rbm import RBMHash
 
 #: Settings for a few hundred rows: the defaults (batches of 100 and 1000, small steps) suit thousands.
-SMALL = dict(hidden=(48,), pretrain_epochs=8, pretrain_batch=20, gaussian_lr=0.01, pretrain_lr=0.1,
-             finetune_epochs=15, finetune_batch=200, finetune_lr=0.01, min_steps=0)
+SMALL = {"hidden": (48,), "pretrain_epochs": 8, "pretrain_batch": 20, "gaussian_lr": 0.01, "pretrain_lr": 0.1,
+             "finetune_epochs": 15, "finetune_batch": 200, "finetune_lr": 0.01, "min_steps": 0}
 
 
 def _classes(n=400, d=30, k=4, seed=0):
@@ -38,7 +38,7 @@ def test_nca_objective_rises_during_finetuning(fitted):
     enc, _, _ = fitted
     curve = enc.finetune_objective_
     assert curve.shape == (SMALL["finetune_epochs"],)
-    assert 0.0 <= curve.min() and curve.max() <= 1.0
+    assert curve.min() >= 0.0 and curve.max() <= 1.0
     assert curve[-3:].mean() > curve[:3].mean() + 0.05
 
 
@@ -96,8 +96,8 @@ def test_progress_counts_every_epoch():
     assert calls == [(k, total) for k in range(1, total + 1)]
 
 
-@pytest.mark.parametrize("bad", [dict(hidden=(0,)), dict(momentum=1.0), dict(finetune_lr=0.0), dict(code_noise=-1.0),
-                                 dict(finetune_batch=0)])
+@pytest.mark.parametrize("bad", [{"hidden": (0,)}, {"momentum": 1.0}, {"finetune_lr": 0.0}, {"code_noise": -1.0},
+                                 {"finetune_batch": 0}])
 def test_bad_parameters_are_refused(bad):
     X, y = _classes(n=50)
     with pytest.raises(ValueError, match=next(iter(bad))):

@@ -53,7 +53,7 @@ def test_unfitted_and_wrong_width_are_refused(name):
     with pytest.raises(NotFittedError):
         enc.encode(_data())
     fit(enc, _data())
-    with pytest.raises(ValueError, match="39 features.*fitted with 40"):
+    with pytest.raises(ValueError, match=r"39 features.*fitted with 40"):
         enc.encode(_data(d=39))
     with pytest.raises(ValueError, match="NaN"):
         enc.encode(np.full((2, 40), np.nan))

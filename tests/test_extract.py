@@ -14,8 +14,8 @@ import scipy.fft
 
 from hashdup import extract as ex
 from hashdup.descriptors import Gist, make_descriptor
-from hashdup.descriptors.local import LocalExtractor
 from hashdup.descriptors.base import to_gray
+from hashdup.descriptors.local import LocalExtractor
 from hashdup.io import images
 
 from .conftest import SAMPLE

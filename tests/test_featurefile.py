@@ -115,7 +115,7 @@ def test_offsets_that_disagree_are_refused_even_with_a_valid_checksum(tmp_path):
     body.update(bytes(data[HEADER_SIZE:]))
     data[:HEADER_SIZE] = fmt.pack(struct.unpack_from("<QQQIIIII", data, 12), body.digest())
     path.write_bytes(bytes(data))
-    with pytest.raises(IndexFileError, match="kp_offsets|keypoints"):
+    with pytest.raises(IndexFileError, match=r"kp_offsets|keypoints"):
         FeatureFile.open(path)
 
 
@@ -196,7 +196,7 @@ def test_a_cache_that_cannot_be_written_does_not_fail_the_run(tmp_path, monkeypa
     store = VerdictStore(tmp_path, {"a": 1})
     store.put(H[0], H[1], 0, (True, False, "", 40, 0.9, 1.0))
 
-    def full(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def full(*a, **k):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(hdr.HeaderWriter, "write", full)

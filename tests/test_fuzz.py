@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hashdup.errors import ImageError, IndexFileError
 from hashdup import pipeline
+from hashdup.errors import ImageError, IndexFileError
 from hashdup.indexing import build as build_module
 from hashdup.io import images
 
@@ -165,7 +165,7 @@ def test_jpeg_with_thousands_of_scans_is_refused_at_once():
     big = fc.set_dimensions(data, "jpeg-progressive", 4096, 4096)
     bomb = big[:at] + big[at : at + 2 + n] * 5000 + b"\xff\xd9"
     t0 = time.perf_counter()
-    with pytest.raises(ImageError, match="corrupt JPEG file .5000 scans, more than 256"):
+    with pytest.raises(ImageError, match=r"corrupt JPEG file .5000 scans, more than 256"):
         images.decode(bomb, 32)
     assert time.perf_counter() - t0 < 1.0
     assert images.decode(data, 32).format == "JPEG"  # a real progressive JPEG has a handful of scans
@@ -218,7 +218,7 @@ def _in_thread(fn, timeout=10.0):
     def run():
         try:
             box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             box["error"] = e
 
     t = threading.Thread(target=run, daemon=True)
@@ -515,7 +515,7 @@ def test_mutated_feature_files_are_refused_before_any_memory_map(index_copy, map
             assert e.path == str(feats), what
         else:
             with pytest.raises(IndexFileError):
-                idx.stored.features
+                _ = idx.stored.features
             idx.close()
         assert str(feats) not in maps, f"{what}: mapped before it was refused"
     feats.write_bytes(original)
@@ -545,7 +545,7 @@ def test_mutated_bucket_files_are_refused_before_any_memory_map(index_copy, maps
     idx = pipeline.Index(index_copy)  # same size: the index opens, the tables are refused when first used
     try:
         with pytest.raises(IndexFileError, match="not a hashdup bucket-table file"):
-            idx.buckets  # noqa: B018
+            _ = idx.buckets
     finally:
         idx.close()
     assert str(buckets) not in maps

@@ -1,5 +1,6 @@
 """Reading images: formats, modes, EXIF orientation, reduced-size JPEG decoding, and bad input."""
 
+import contextlib
 import io
 import struct
 import zlib
@@ -157,15 +158,13 @@ def test_truncated_and_bit_flipped_real_jpeg(sample_dir):
         flipped = bytearray(data)
         for pos in rng.integers(0, len(data), 8):
             flipped[pos] ^= 0xFF
-        try:
+        with contextlib.suppress(ImageError):
             images.decode(bytes(flipped), 32)
-        except ImageError:
-            pass
 
 
 def test_pixel_limit_is_configurable():
     data = encode(Image.fromarray(rgb_noise(30, 30)), "PNG")
-    with pytest.raises(ImageError, match="decompression bomb.*30x30.*899"):
+    with pytest.raises(ImageError, match=r"decompression bomb.*30x30.*899"):
         images.decode(data, 16, max_pixels=899)
     images.decode(data, 16, max_pixels=900)
 

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from hashdup import pipeline
-from hashdup.indexing import collect as indexing
 from hashdup.cli import cli
 from hashdup.encoders import load_encoder
+from hashdup.indexing import collect as indexing
 from hashdup.io import store
 from hashdup.io.journal import DOUBT_NS, JOURNAL, in_doubt
 
@@ -96,7 +96,9 @@ def results(idx_dir: Path, imgs: Path, query: Path) -> tuple:
     """dedup groups and a query's rows, paths relative to the image folder."""
     idx = pipeline.Index(idx_dir)
     try:
-        rel = lambda p: Path(p).relative_to(imgs).as_posix()  # noqa: E731
+        def rel(p: str) -> str:
+            return Path(p).relative_to(imgs).as_posix()
+
         groups = [sorted(map(rel, g["paths"])) for g in pipeline.dedup(idx, 8, verify=False)]  # codes only
         rows, _ = pipeline.query(idx, [str(query)], k=5)
         return groups, [(r["rank"], rel(r["path"]), r["distance"]) for r in rows]
@@ -320,7 +322,9 @@ def test_journal_of_other_descriptor_settings_is_not_used(template, tmp_path, mo
 # --- the command line ---------------------------------------------------------------------------------------------
 def test_cli_summary_and_refit(template, tmp_path):
     imgs, idx = folder_from(template, tmp_path / "imgs"), tmp_path / "idx"
-    run = lambda *a: CliRunner().invoke(cli, ["index", str(imgs), "--index", str(idx), "--workers", "1", *a])  # noqa: E731
+    def run(*a: str):  # click's Result
+        return CliRunner().invoke(cli, ["index", str(imgs), "--index", str(idx), "--workers", "1", *a])
+
     assert run().exit_code == 0
     Image.open(sorted((SAMPLE / "photos").glob("*.jpg"))[-1]).resize((90, 70)).save(imgs / "new.jpg")
     (imgs / "img01.jpg").unlink()

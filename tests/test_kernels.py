@@ -17,12 +17,11 @@ from hashdup.io.codefile import CodeFile
 
 from .oracles import make, oracle_distances, oracle_knn, oracle_radius
 
-
 COMPILED = (kernels._knn_block, kernels._radius_block, kernels._radius_csr)
 
 
 def as_lists(lims, D, I):
-    return [list(zip(D[lims[q] : lims[q + 1]].tolist(), I[lims[q] : lims[q + 1]].tolist()))
+    return [list(zip(D[lims[q] : lims[q + 1]].tolist(), I[lims[q] : lims[q + 1]].tolist(), strict=False))
             for q in range(len(lims) - 1)]
 
 
@@ -68,7 +67,7 @@ def test_radius_equals_oracle_and_reference(p, r):
     assert lims.shape == (nq + 1,) and lims[0] == 0 and lims[-1] == len(D) == len(I)
     assert lims.dtype == np.int64 and D.dtype == np.int32 and I.dtype == np.int64
     assert as_lists(lims, D, I) == oracle_radius(oracle_distances(db, q), r)
-    for got, ref in zip((lims, D, I), scan.radius_scan(bits.pack(db), bits.pack(q), r)):
+    for got, ref in zip((lims, D, I), scan.radius_scan(bits.pack(db), bits.pack(q), r), strict=False):
         np.testing.assert_array_equal(got, ref)
 
 
@@ -86,7 +85,7 @@ def test_full_size_blocks_equal_reference(n_bits, threads):
     np.testing.assert_array_equal(D, Dref)
     np.testing.assert_array_equal(I, Iref)
     assert I[:3, 0].tolist() == [0, 2500, 4999] and (D[:3, 0] == 0).all()
-    for got, ref in zip((lims, Dr, Ir), scan.radius_scan(db_codes, q_codes, n_bits // 5)):
+    for got, ref in zip((lims, Dr, Ir), scan.radius_scan(db_codes, q_codes, n_bits // 5), strict=False):
         np.testing.assert_array_equal(got, ref)
     assert lims[-1] > 10  # not only the three exact copies
 
@@ -218,5 +217,5 @@ def test_kernels_compile_once_and_are_cached(tmp_path):
         "    print(f.__name__, sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
-        name, hits, misses = line.split()
+        _name, hits, misses = line.split()
         assert int(hits) >= 1 and int(misses) == 0, line

@@ -60,7 +60,8 @@ def test_radius_equals_oracle(p, r):
     assert lims.shape == (nq + 1,) and lims[0] == 0 and lims[-1] == len(D) == len(I)
     expected = oracle_radius(oracle_distances(db, q), r)
     for qi in range(nq):
-        assert list(zip(D[lims[qi] : lims[qi + 1]].tolist(), I[lims[qi] : lims[qi + 1]].tolist())) == expected[qi]
+        a, b = lims[qi], lims[qi + 1]
+        assert list(zip(D[a:b].tolist(), I[a:b].tolist(), strict=True)) == expected[qi]
 
 
 @given(params, st.integers(1, 60))
@@ -82,7 +83,7 @@ def test_self_join_equals_oracle(p, r):
     db, _ = make(n, 0, n_bits, seed, kind)
     i, j, d = mih.self_join(bits.pack(db), n_bits, r, valid_m(n_bits, m))
     assert i.dtype == j.dtype == np.int64 and d.dtype == np.int32
-    assert list(zip(i.tolist(), j.tolist(), d.tolist())) == oracle_join(db, r)
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=False)) == oracle_join(db, r)
 
 
 @pytest.mark.parametrize("n_bits", [40, 64, 100])
@@ -101,15 +102,15 @@ def test_equals_reference_scan_with_planted_copies(n_bits):
         ref = scan.self_join_scan(codes, r)
         for m in (None, 2, 3, 5):
             got = mih.self_join(codes, n_bits, r, m)
-            for a, b in zip(ref, got):
+            for a, b in zip(ref, got, strict=False):
                 np.testing.assert_array_equal(a, b)
         ref = scan.radius_scan(codes, queries, r)
         for m in (None, 3):
-            for a, b in zip(ref, mih.MultiIndex(codes, n_bits, m).radius(queries, r)):
+            for a, b in zip(ref, mih.MultiIndex(codes, n_bits, m).radius(queries, r), strict=False):
                 np.testing.assert_array_equal(a, b)
     index = mih.MultiIndex(codes, n_bits)
     for k in (1, 12):
-        for a, b in zip(scan.knn_scan(codes, queries, k), index.knn(queries, k)):
+        for a, b in zip(scan.knn_scan(codes, queries, k), index.knn(queries, k), strict=False):
             np.testing.assert_array_equal(a, b)
 
 
@@ -132,7 +133,7 @@ def test_runs_longer_than_the_gather_buffer(monkeypatch):
     db[:200, :32] = db[0, :32]                       # 200 codes share their first half: long runs for m = 2
     codes = bits.pack(db)
     for r, m in ((1, 2), (3, 2), (3, 4)):
-        for a, b in zip(scan.self_join_scan(codes, r), mih.self_join(codes, 64, r, m, n_threads=3)):
+        for a, b in zip(scan.self_join_scan(codes, r), mih.self_join(codes, 64, r, m, n_threads=3), strict=False):
             np.testing.assert_array_equal(a, b)
 
 
@@ -140,12 +141,12 @@ def test_huge_balls_fall_back_to_key_scans():
     """One 64-bit substring at radius 3 (43 745 keys per ball, more than the codes): keys are compared instead."""
     db, q = make(300, 20, 64, 7, "dups")
     codes = bits.pack(db)
-    for a, b in zip(scan.self_join_scan(codes, 3), mih.self_join(codes, 64, 3, m=1)):
+    for a, b in zip(scan.self_join_scan(codes, 3), mih.self_join(codes, 64, 3, m=1), strict=False):
         np.testing.assert_array_equal(a, b)
     index = mih.MultiIndex(codes, 64, m=1)
-    for a, b in zip(scan.radius_scan(codes, bits.pack(q), 3), index.radius(bits.pack(q), 3)):
+    for a, b in zip(scan.radius_scan(codes, bits.pack(q), 3), index.radius(bits.pack(q), 3), strict=False):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(scan.knn_scan(codes, bits.pack(q), 7), index.knn(bits.pack(q), 7)):
+    for a, b in zip(scan.knn_scan(codes, bits.pack(q), 7), index.knn(bits.pack(q), 7), strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -167,10 +168,11 @@ def test_read_only_memmap(tmp_path):
     assert np.shares_memory(index.words_, codes)
     Dall = oracle_distances(db, q)
     lims, D, I = index.radius(bits.pack(q), 10)
-    assert [list(zip(D[lims[x] : lims[x + 1]].tolist(), I[lims[x] : lims[x + 1]].tolist())) for x in range(8)] == \
+    assert [list(zip(D[lims[x] : lims[x + 1]].tolist(), I[lims[x] : lims[x + 1]].tolist(), strict=True))
+            for x in range(8)] == \
         oracle_radius(Dall, 10)
     np.testing.assert_array_equal(index.knn(bits.pack(q), 4)[1], oracle_knn(Dall, 4)[1])
-    assert list(zip(*(a.tolist() for a in index.self_join(6)))) == oracle_join(db, 6)
+    assert list(zip(*(a.tolist() for a in index.self_join(6)), strict=False)) == oracle_join(db, 6)
 
 
 def test_empty_and_single():

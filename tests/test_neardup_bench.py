@@ -14,8 +14,8 @@ from PIL import Image, ImageOps
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-import neardup  # noqa: E402
-import neardup_set  # noqa: E402
+import neardup  # noqa: E402 - bench/ is put on sys.path just above
+import neardup_set  # noqa: E402 - likewise
 
 SOURCES = ["chelsea.png", "coffee.png", "rocket.jpg"]
 pytestmark = pytest.mark.skipif(not (neardup_set.SHARED / "skimage-data").is_dir(),

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from hashdup import pipeline
-from hashdup.indexing import build as build_module
 from hashdup.errors import HashdupError, IndexFileError, NoIndexError
+from hashdup.indexing import build as build_module
 from hashdup.io import store
 from hashdup.supervision import Supervision
 
@@ -168,7 +168,7 @@ def test_failed_run_keeps_previous_index(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(HashdupError, match="no images could be indexed"):
         pipeline.build_index([tmp_path / "empty"], tmp_path / "idx", replace=True)
-    with pytest.raises(HashdupError, match="median.*at least"):
+    with pytest.raises(HashdupError, match=r"median.*at least"):
         pipeline.build_index([imgs], tmp_path / "idx", encoder="median")
     assert len(pipeline.Index(tmp_path / "idx")) == 3
 
@@ -226,7 +226,7 @@ def test_descriptor_corruption_is_detected_on_access(small_index):
     p.write_bytes(bytes(data))
     idx = pipeline.Index(small_index)
     with pytest.raises(IndexFileError, match="descriptors"):
-        idx.stored.descriptors
+        _ = idx.stored.descriptors
 
 
 @pytest.mark.parametrize("change, message", [
@@ -264,9 +264,8 @@ def test_malformed_manifest_is_a_clear_error(small_index, change):
 
 def test_two_writers_are_refused(small_index, tmp_path):
     imgs = tmp_path / "imgs"
-    with store.writer_lock(small_index):
-        with pytest.raises(HashdupError, match="another hashdup run is writing"):
-            pipeline.build_index([imgs], small_index, n_bits=32)
+    with store.writer_lock(small_index), pytest.raises(HashdupError, match="another hashdup run is writing"):
+        pipeline.build_index([imgs], small_index, n_bits=32)
     assert pipeline.Index(small_index).n_bits == 64
     pipeline.build_index([imgs], small_index, n_bits=32)  # the lock is free again
     assert pipeline.Index(small_index).n_bits == 32
@@ -318,7 +317,7 @@ def test_approximate_queries_use_the_bucket_tables(built_index, tmp_path):
     approx, _ = pipeline.query(idx, q, k=3, approx=True, probes=3)
     # the nearest (a planted copy at distance 0) is always found; every row is an exact distance
     for query in q:
-        assert [r for r in approx if r["query"] == query][0] == [r for r in exact if r["query"] == query][0]
+        assert next(r for r in approx if r["query"] == query) == next(r for r in exact if r["query"] == query)
     near, _ = pipeline.query(idx, q[:1], k=None, radius=3, approx=True)
     assert [rel([r["path"]], images)[0] for r in near] == ["copies/chelsea_q30.jpg"]
 

@@ -118,7 +118,8 @@ def test_the_matcher_can_fail():
 
 
 def test_the_parser_finds_nested_and_consecutive_examples():
-    text = "x\n\n    $ a\n    out\n    hashdup: err\n\n- item\n\n      $ b\n      $ c\n      more\n\n    not a command\n"
+    text = ("x\n\n    $ a\n    out\n    hashdup: err\n\n- item\n\n      $ b\n      $ c\n      more\n\n"
+            "    not a command\n")
     assert examples(text) == [(3, "a", ["out", "hashdup: err"]), (9, "b", []), (10, "c", ["more"])]
 
 

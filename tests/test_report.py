@@ -19,8 +19,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hashdup.dedup import report
-from hashdup.dedup import KEEP_POLICIES, Group, Member, find_groups
+from hashdup.dedup import KEEP_POLICIES, Group, Member, find_groups, report
 from hashdup.io import thumbnails
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"

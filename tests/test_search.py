@@ -7,9 +7,7 @@ from hypothesis import strategies as st
 
 from hashdup import bits
 from hashdup.dedup.groups import connected_groups
-from hashdup.index import HammingIndex
-from hashdup.index import scan
-from hashdup.index import hamming
+from hashdup.index import HammingIndex, hamming, scan
 from hashdup.io.codefile import CodeFile
 
 from .oracles import make, oracle_distances, oracle_knn
@@ -49,7 +47,7 @@ def test_radius_equals_oracle(p, r):
     assert lims.shape == (nq + 1,) and lims[0] == 0 and lims[-1] == len(D) == len(I)
     for qi in range(nq):
         expected = sorted((int(Dall[qi, i]), i) for i in range(n) if Dall[qi, i] <= r)
-        got = list(zip(D[lims[qi] : lims[qi + 1]].tolist(), I[lims[qi] : lims[qi + 1]].tolist()))
+        got = list(zip(D[lims[qi] : lims[qi + 1]].tolist(), I[lims[qi] : lims[qi + 1]].tolist(), strict=False))
         assert got == expected
 
 
@@ -61,7 +59,7 @@ def test_self_join_equals_oracle(p, r):
     i, j, d = HammingIndex(bits.pack(db), n_bits).self_join(r)
     Dall = oracle_distances(db, db)
     expected = [(a, b, int(Dall[a, b])) for a in range(n) for b in range(a + 1, n) if Dall[a, b] <= r]
-    assert list(zip(i.tolist(), j.tolist(), d.tolist())) == expected
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=False)) == expected
 
 
 def test_blocks_are_stitched_correctly(monkeypatch):
@@ -79,18 +77,19 @@ def test_blocks_are_stitched_correctly(monkeypatch):
     lims, D, I = idx.radius(bits.pack(q), 30)
     for qi in range(10):
         expected = sorted((int(Dall[qi, i]), i) for i in range(50) if Dall[qi, i] <= 30)
-        assert list(zip(D[lims[qi] : lims[qi + 1]].tolist(), I[lims[qi] : lims[qi + 1]].tolist())) == expected
+        a, b = lims[qi], lims[qi + 1]
+        assert list(zip(D[a:b].tolist(), I[a:b].tolist(), strict=True)) == expected
     i, j, d = idx.self_join(32)
     Ddb = oracle_distances(db, db)
     expected = [(a, b, int(Ddb[a, b])) for a in range(50) for b in range(a + 1, 50) if Ddb[a, b] <= 32]
-    assert list(zip(i.tolist(), j.tolist(), d.tolist())) == expected
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=False)) == expected
 
 
 def test_all_equal_codes_tie_by_id():
     codes = np.tile(bits.pack(np.ones((1, 64), bool)), (10, 1))
     D, I = HammingIndex(codes, 64).knn(codes[:1], 4)
     assert D.tolist() == [[0, 0, 0, 0]] and I.tolist() == [[0, 1, 2, 3]]
-    i, j, d = HammingIndex(codes, 64).self_join(0)
+    i, _j, d = HammingIndex(codes, 64).self_join(0)
     assert len(i) == 45 and (d == 0).all()
 
 
@@ -103,9 +102,9 @@ def test_k_larger_than_n_pads_with_minus_one():
 
 def test_empty_index():
     empty = np.zeros((0, 8), np.uint8)
-    D, I = HammingIndex(empty, 64).knn(np.zeros((2, 8), np.uint8), 3)
+    _D, I = HammingIndex(empty, 64).knn(np.zeros((2, 8), np.uint8), 3)
     assert (I == -1).all()
-    lims, D, I = HammingIndex(empty, 64).radius(np.zeros((2, 8), np.uint8), 5)
+    lims, _D, I = HammingIndex(empty, 64).radius(np.zeros((2, 8), np.uint8), 5)
     assert lims.tolist() == [0, 0, 0] and len(I) == 0
     assert all(len(a) == 0 for a in HammingIndex(empty, 64).self_join(3))
 

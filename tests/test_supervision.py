@@ -2,14 +2,20 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from hashdup import pipeline
 from hashdup.descriptors import Gist
 from hashdup.errors import HashdupError
 from hashdup.io import edits, images
-from hashdup.supervision import (PathIndex, Supervision, edit_pairs, encode_labels, labels_from_csv, labels_from_dirs,
-                                 pairs_from_csv)
+from hashdup.supervision import (
+    PathIndex,
+    Supervision,
+    edit_pairs,
+    encode_labels,
+    labels_from_csv,
+    labels_from_dirs,
+    pairs_from_csv,
+)
 
 
 @pytest.fixture
@@ -22,7 +28,7 @@ def three(tmp_path, photo_paths):
 
 
 def test_labels_and_pairs_files(tmp_path, three, monkeypatch):
-    folder, paths = three
+    _folder, paths = three
     monkeypatch.chdir(tmp_path)
     index = PathIndex(paths)
     rel = [str(__import__("os").path.relpath(p, tmp_path)) for p in paths]
@@ -32,10 +38,10 @@ def test_labels_and_pairs_files(tmp_path, three, monkeypatch):
     pairs = pairs_from_csv(tmp_path / "pairs.csv", index)
     assert pairs.i.tolist() == [0, 0] and pairs.j.tolist() == [1, 2] and pairs.similar.tolist() == [True, False]
     (tmp_path / "bad.csv").write_text(f"{rel[0]},{rel[1]},same\n")
-    with pytest.raises(HashdupError, match="bad.csv:1: the third field"):
+    with pytest.raises(HashdupError, match=r"bad.csv:1: the third field"):
         pairs_from_csv(tmp_path / "bad.csv", index)
     (tmp_path / "unknown.csv").write_text("nope.jpg,a\n")
-    with pytest.raises(HashdupError, match="unknown.csv:1: nope.jpg is not an indexed image"):
+    with pytest.raises(HashdupError, match=r"unknown.csv:1: nope.jpg is not an indexed image"):
         labels_from_csv(tmp_path / "unknown.csv", index)
     (tmp_path / "short.csv").write_text(f"{rel[0]}\n")
     with pytest.raises(HashdupError, match="expected 2"):
@@ -65,7 +71,7 @@ def test_edit_pairs(three):
     assert set(t.pairs.i[sim].tolist()) == {0, 1, 2}
     dis_i, dis_j = t.pairs.i[~sim], t.pairs.j[~sim]
     assert len(dis_i) > 0 and (dis_i < 3).all() and (dis_j < 3).all() and (dis_i != dis_j).all()
-    assert not ({1, 2} in [{a, b} for a, b in zip(dis_i.tolist(), dis_j.tolist(), strict=True)])
+    assert {1, 2} not in [{a, b} for a, b in zip(dis_i.tolist(), dis_j.tolist(), strict=True)]
     # an edit stays closer to its own original than to the other photos, for most kinds
     d_own = np.linalg.norm(t.X[3:] - X[t.pairs.i[sim]], axis=1)
     d_other = np.array([min(np.linalg.norm(t.X[3 + k] - X[o]) for o in range(3) if o != t.pairs.i[k])

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
+from hashdup.dedup.verify import Verdict, Verifier
 from hashdup.descriptors import ColorHistogram, Gist, GistColor
 from hashdup.descriptors.local import LocalExtractor
 from hashdup.errors import ImageError
 from hashdup.io import images
 from hashdup.io.featurefile import LocalFeatures
-from hashdup.dedup.verify import Verdict, Verifier
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SKIMAGE = SHARED / "skimage-data"
@@ -256,7 +256,7 @@ def test_unreadable_files_have_no_features_and_are_reported(originals, tmp_path)
     im, _ = originals["coffee.png"]
     good = save(im, tmp_path / "good.jpg", quality=90)
     assert len(features(good).keypoints) > 0
-    for what, bad in _bad_files(tmp_path, good).items():
+    for _what, bad in _bad_files(tmp_path, good).items():
         with pytest.raises((ImageError, OSError)):
             features(bad)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import ImageOps
 
-from hashdup.index.matching import match_binary
 from hashdup.dedup.verify import Verifier, _photometric_scores, block_agreement, ncc
+from hashdup.index.matching import match_binary
 
 from .reference_verify import ReferenceVerifier, band_pass
 from .test_verify import EDITS, EXTRACTOR, PHOTOS, SKIMAGE, features, photo, save, tile
