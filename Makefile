@@ -34,4 +34,4 @@ demo: $(STAMP)
 	$(BIN)/hashdup info --index $(DEMO_INDEX)
 
 clean:
-	rm -rf $(VENV) $(DEMO_INDEX) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(DEMO_INDEX) .pytest_cache .hypothesis .ruff_cache .mypy_cache
