@@ -14,6 +14,7 @@ The decisions (stage 2) are :class:`hashdup.dedup.judge.PairJudge`'s, which exte
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -76,10 +77,24 @@ class Candidates:
         self.perm = index.descriptor.mirror_permutation() if self.mirror else None
         self.Xm = np.ascontiguousarray(self.X[:, self.perm]) if self.perm is not None else None
         self._view_rows: dict[int, tuple[NDArray[np.float32], NDArray[np.float32] | None]] = {}
-        self.mirror_codes = self._mirror_codes() if self.mirror else None
         si, sj = index.stored.catalogue.identical_pairs()
         self.identical = {(min(a, b), max(a, b)) for a, b in zip(si, sj, strict=True)}
         self._shortlisted: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]] = []
+
+    @cached_property
+    def mirror_codes(self) -> NDArray[np.uint8] | None:
+        """The codes of every image's mirrored descriptor (None without mirroring), computed on first use: a dedup
+        that reuses stored decisions never needs all of them (:meth:`code_distance` encodes the two it asks for)."""
+        return self._mirror_codes() if self.mirror else None
+
+    def _mirror_code(self, i: int) -> NDArray[np.uint8]:
+        """Image ``i``'s mirrored code, from :attr:`mirror_codes` when computed, else encoded alone (an encoder gives
+        a row the same code alone as in any batch)."""
+        if "mirror_codes" in self.__dict__ and self.mirror_codes is not None:
+            return self.mirror_codes[i : i + 1]
+        if self.perm is None:
+            raise ValueError("mirrored codes asked for with mirroring off")
+        return self.index.encoder.encode(np.ascontiguousarray(self.X[i : i + 1][:, self.perm]))
 
     def _mirror_codes(self) -> NDArray[np.uint8]:
         out = np.empty_like(np.asarray(self.codes[:0]), shape=self.codes.shape)
@@ -249,9 +264,9 @@ class Candidates:
         """Hamming distance of two images' codes (the smaller of plain and mirrored, when mirroring)."""
         a = np.asarray(self.codes[i : i + 1])
         d = int(bits.hamming(a, np.asarray(self.codes[j : j + 1]))[0, 0])
-        if self.mirror_codes is not None:  # either image mirrored; LSH of a mirror is not exactly symmetric
-            d = min(d, int(bits.hamming(a, self.mirror_codes[j : j + 1])[0, 0]),
-                    int(bits.hamming(self.mirror_codes[i : i + 1], np.asarray(self.codes[j : j + 1]))[0, 0]))
+        if self.mirror:  # either image mirrored; LSH of a mirror is not exactly symmetric
+            d = min(d, int(bits.hamming(a, self._mirror_code(j))[0, 0]),
+                    int(bits.hamming(self._mirror_code(i), np.asarray(self.codes[j : j + 1]))[0, 0]))
         return d
 
     def max_code_distance(self, ids: NDArray[np.int64]) -> int:

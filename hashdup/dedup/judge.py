@@ -274,12 +274,10 @@ class PairJudge(Candidates):
         if self._verdicts is None or self._hashes is None:
             catalogue = self.index.stored.catalogue
             hashes = []
-            for r in catalogue.records():
-                if r.id is None:
-                    continue
-                if r.blake2b is None:
-                    raise IndexFileError(str(catalogue.path), f"indexed file {r.path!r} has no content hash")
-                hashes.append(bytes.fromhex(r.blake2b))
+            for i, h in enumerate(catalogue.hashes()):
+                if h is None:
+                    raise IndexFileError(str(catalogue.path), f"indexed file {i} has no content hash")
+                hashes.append(bytes.fromhex(h))
             self._verdicts = VerdictStore(self.index.stored.folder, self.verification_settings())
             self._hashes = hashes
         return self._verdicts, self._hashes

@@ -124,6 +124,10 @@ class Catalogue:
                 found[rec.indexed_id] = rec  # WHERE id IN (...): never NULL
         return [found[i] for i in wanted]
 
+    def hashes(self) -> list[str | None]:
+        """The blake2b (hex) of every indexed file, by id: one column read, for callers that need no other field."""
+        return [h for (h,) in self.db.execute("SELECT blake2b FROM files WHERE id IS NOT NULL ORDER BY id")]
+
     def by_path(self) -> dict[str, FileRecord]:
         """Every record, indexed or skipped, by absolute path (see :meth:`abspath`)."""
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM files")
