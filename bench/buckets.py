@@ -89,7 +89,7 @@ def lsh_data(n: int, n_bits: int, nq: int, dup_rate: float, dims: int, noise: fl
 def recall_at(D: np.ndarray, De: np.ndarray, k: int) -> float:
     """Tie-tolerant recall@k: per query, the multiset intersection of returned and exact distances, over k."""
     hits = 0
-    for row, ref in zip(D[:, :k], De[:, :k], strict=False):
+    for row, ref in zip(D[:, :k], De[:, :k], strict=True):
         a = np.bincount(row[row >= 0], minlength=1)
         b = np.bincount(ref[ref >= 0], minlength=1)
         m = min(len(a), len(b))
@@ -100,7 +100,7 @@ def recall_at(D: np.ndarray, De: np.ndarray, k: int) -> float:
 def near_recall(D: np.ndarray, De: np.ndarray, near: int) -> float:
     """Of the exact top-k at distance ≤ near, the fraction returned (same multiset count, restricted)."""
     hits = total = 0
-    for row, ref in zip(D, De, strict=False):
+    for row, ref in zip(D, De, strict=True):
         ref = ref[(ref >= 0) & (ref <= near)]
         row = row[(row >= 0) & (row <= near)]
         total += len(ref)

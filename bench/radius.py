@@ -171,7 +171,7 @@ def evaluate(folder: Path, n_bits: int, seed: int, work: Path) -> int:
     g_prec, g_rec, g_f1 = prf(*group_counts(n, orig, i, j, d, same_i, same_j, radii), positives)
 
     # (original, copy) distances per kind, exact (not limited to r_max)
-    of = {(o, k): idx_ for idx_, (o, k) in enumerate(zip(orig.tolist(), kind.tolist(), strict=False))}
+    of = {(o, k): idx_ for idx_, (o, k) in enumerate(zip(orig.tolist(), kind.tolist(), strict=True))}
     kind_d = {}
     for k in KINDS:
         a = np.array([of[o, "orig"] for o in np.unique(orig)])

@@ -122,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
             nq = len(Q)
             floor_ms = db.nbytes / bandwidth * 1e3
 
-            def row(task, method, threads, times, per=nq, faiss_ms=None, scale=1.0):
+            # every closure below is called within this iteration; this size's values are bound as defaults
+            # (the size in MB rather than the codes, so that the codes can be freed at the end of the iteration)
+            def row(task, method, threads, times, per=nq, faiss_ms=None, scale=1.0, *,
+                    n=n, n_bits=n_bits, mb=db.nbytes / 1e6, floor_ms=floor_ms):
                 ms, cpu_ms = (x * scale / per * 1e3 for x in times)
                 ratio = f"{ms / faiss_ms:7.2f}" if faiss_ms else " " * 7
-                print(f"| {n:>10} | {n_bits:>4} | {db.nbytes / 1e6:>5.0f} | {task:<14} | {method:<26} | {threads:>3} "
+                print(f"| {n:>10} | {n_bits:>4} | {mb:>5.0f} | {task:<14} | {method:<26} | {threads:>3} "
                       f"| {ms:>8.3f}{'*' if scale != 1 else ' '} | {ratio} | {ms / floor_ms:7.2f} | {cpu_ms:8.3f} |",
                       flush=True)
                 return ms
@@ -136,41 +139,46 @@ def main(argv: list[str] | None = None) -> int:
                 index = faiss.IndexBinaryFlat(8 * db.shape[1])  # padded rows: the padding bits are zero
                 index.add(db)
                 faiss.omp_set_num_threads(1)
-                s, (Df, _If) = best_time(lambda: index.search(Q, args.k), args.repeat)
+                s, (Df, _If) = best_time(lambda index=index, Q=Q: index.search(Q, args.k), args.repeat)
                 f1 = row("knn", "faiss IndexBinaryFlat", 1, s)
                 faiss.omp_set_num_threads(args.threads)
-                s, _ = best_time(lambda: index.search(Q, args.k), args.repeat)
+                s, _ = best_time(lambda index=index, Q=Q: index.search(Q, args.k), args.repeat)
                 fT = row("knn", "faiss IndexBinaryFlat", args.threads, s)
                 faiss.omp_set_num_threads(1)
-            s, (D, I) = best_time(lambda: kernels.knn(dbw, Qw, args.k, threads=1), args.repeat)
+            s, (D, I) = best_time(lambda dbw=dbw, Qw=Qw: kernels.knn(dbw, Qw, args.k, threads=1), args.repeat)
             h1 = row("knn", "hashdup kernel", 1, s, faiss_ms=f1)
-            s, (D2, I2) = best_time(lambda: kernels.knn(dbw, Qw, args.k, threads=args.threads), args.repeat)
+            s, (D2, I2) = best_time(lambda dbw=dbw, Qw=Qw: kernels.knn(dbw, Qw, args.k, threads=args.threads),
+                                    args.repeat)
             hT = row("knn", "hashdup kernel", args.threads, s, faiss_ms=fT)
             if not (np.array_equal(D, D2) and np.array_equal(I, I2)):
                 sys.exit("hashdup kNN differs between 1 and several threads")
             if faiss and not np.array_equal(D, Df):
                 sys.exit("hashdup and FAISS kNN distances differ")
             m = min(n, args.numpy_rows)
-            s, _ = best_time(lambda: scan.knn_scan(db[:m], Q, args.k), 1)
+            s, _ = best_time(lambda db=db, m=m, Q=Q: scan.knn_scan(db[:m], Q, args.k), 1)
             row("knn", f"numpy scan ({m:.0e} rows)".replace("+0", ""), 1, s, faiss_ms=f1, scale=n / m)
 
             # one query alone: the latency of one full scan
-            s, _ = best_time(lambda: kernels.knn(dbw, Qw[:1], args.k, threads=1), args.repeat)
+            s, _ = best_time(lambda dbw=dbw, Qw=Qw: kernels.knn(dbw, Qw[:1], args.k, threads=1), args.repeat)
             l1 = row("knn, 1 query", "hashdup kernel", 1, s, per=1)
-            s, _ = best_time(lambda: kernels.knn(dbw, Qw[:1], args.k, threads=args.threads), args.repeat)
+            s, _ = best_time(lambda dbw=dbw, Qw=Qw: kernels.knn(dbw, Qw[:1], args.k, threads=args.threads),
+                             args.repeat)
             row("knn, 1 query", "hashdup kernel", args.threads, s, per=1)
             if faiss:
-                s, _ = best_time(lambda: index.search(Q[:1], args.k), args.repeat)
+                s, _ = best_time(lambda index=index, Q=Q: index.search(Q[:1], args.k), args.repeat)
                 row("knn, 1 query", "faiss IndexBinaryFlat", 1, s, per=1)
 
             # radius
             fr = None
             if faiss:
-                s, (lf, Dfr, Ifr) = best_time(lambda: index.range_search(Q, args.radius + 1), args.repeat)
+                s, (lf, Dfr, Ifr) = best_time(lambda index=index, Q=Q: index.range_search(Q, args.radius + 1),
+                                              args.repeat)
                 fr = row(f"radius {args.radius}", "faiss range_search", 1, s)
-            s, (lims, Dr, Ir) = best_time(lambda: kernels.radius(dbw, Qw, args.radius, threads=1), args.repeat)
+            s, (lims, Dr, Ir) = best_time(lambda dbw=dbw, Qw=Qw: kernels.radius(dbw, Qw, args.radius, threads=1),
+                                          args.repeat)
             row(f"radius {args.radius}", "hashdup kernel", 1, s, faiss_ms=fr)
-            s, _ = best_time(lambda: kernels.radius(dbw, Qw, args.radius, threads=args.threads), args.repeat)
+            s, _ = best_time(lambda dbw=dbw, Qw=Qw: kernels.radius(dbw, Qw, args.radius, threads=args.threads),
+                             args.repeat)
             row(f"radius {args.radius}", "hashdup kernel", args.threads, s)
             if faiss:
                 for q in range(nq):

@@ -77,7 +77,7 @@ def planted_codes(n: int, n_bits: int, dup_rate: float, max_flips: int, rng: np.
 
 
 def pair_set(i: np.ndarray, j: np.ndarray) -> set[tuple[int, int]]:
-    return set(zip(i.tolist(), j.tolist(), strict=False))
+    return set(zip(i.tolist(), j.tolist(), strict=True))
 
 
 def faiss_pairs(lims: np.ndarray, I: np.ndarray) -> set[tuple[int, int]]:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     times = {}
     ref = None
     for t in sorted({1, threads}):
-        wall, cpu, (i, j, _d) = best_of(lambda: mih.self_join(codes, n_bits, radius, n_threads=t), args.repeat)
+        wall, cpu, (i, j, _d) = best_of(lambda t=t: mih.self_join(codes, n_bits, radius, n_threads=t), args.repeat)
         ref = pair_set(i, j) if ref is None else ref
         same = pair_set(i, j) == ref
         row(f"hashdup mih.self_join, {t} thread{'s' * (t > 1)}", wall, cpu,
@@ -218,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             index = faiss.IndexBinaryMultiHash(d_faiss, nhash, b)
             index.nflip = nflip
             faiss.omp_set_num_threads(threads)
-            add_s, _, _ = timed(lambda: index.add(x))
+            add_s, _, _ = timed(lambda index=index: index.add(x))
             for t in sorted({1, threads}):
                 faiss.omp_set_num_threads(t)
-                wall, cpu, (lims, _, I) = timed(lambda: index.range_search(x, radius + 1))
+                wall, cpu, (lims, _, I) = timed(lambda index=index: index.range_search(x, radius + 1))
                 found = faiss_pairs(lims, I)
                 row(f"faiss IndexBinaryMultiHash nhash={nhash} b={b} nflip={nflip}, {t} thread{'s' * (t > 1)}",
                     wall, cpu, f"{len(found):,} pairs, {'equal' if found == ref else 'DIFFER'}; add {add_s:.2f} s")

@@ -49,7 +49,7 @@ def oracle_candidates(bt, db_bits, q_bits, probes):
 
 def oracle_knn_on(db_bits, q, cand, k):
     d = (db_bits[cand] != q).sum(axis=1)
-    order = sorted(zip(d.tolist(), cand.tolist(), strict=False))[:k]
+    order = sorted(zip(d.tolist(), cand.tolist(), strict=True))[:k]
     D, I = np.full(k, -1), np.full(k, -1)
     D[: len(order)] = [a for a, _ in order]
     I[: len(order)] = [b for _, b in order]
@@ -182,7 +182,7 @@ def test_write_open_round_trip(tmp_path):
         np.testing.assert_array_equal(getattr(back, name), getattr(bt, name))
         assert not getattr(back, name).flags.writeable
     for p in (0, 1, 2):
-        for a, b in zip(bt.query(codes, Q, 5, probes=p), back.query(cf, Q, 5, probes=p), strict=False):
+        for a, b in zip(bt.query(codes, Q, 5, probes=p), back.query(cf, Q, 5, probes=p), strict=True):
             np.testing.assert_array_equal(a, b)
     assert (tmp_path / "b.hdb").stat().st_size % 8 == 0
     assert "b.hdb" in repr(back)
@@ -285,7 +285,7 @@ def test_consistent_checksum_but_impossible_content_is_rejected(tmp_path):
     bad = [BucketTables(64, 20, good.positions, good.offsets, ids),
            BucketTables(64, 20, good.positions, good.offsets[:, ::-1].copy(), good.ids),
            BucketTables(64, 20, np.full_like(good.positions, 64), good.offsets, good.ids)]
-    for bt, message in zip(bad, ["beyond n_rows", "offsets", "position"], strict=False):
+    for bt, message in zip(bad, ["beyond n_rows", "offsets", "position"], strict=True):
         bt.write(tmp_path / "b.hdb")
         with pytest.raises(IndexFileError, match=message):
             BucketTables.open(tmp_path / "b.hdb")
@@ -306,7 +306,7 @@ def test_tiny_databases(tmp_path, n):
         np.testing.assert_array_equal(D[:, 0], (q != db[0]).sum(axis=1))
     bt.write(tmp_path / "b.hdb")
     back = BucketTables.open(tmp_path / "b.hdb")
-    for a, b in zip(back.query(codes, bits.pack(q), 4), (D, I), strict=False):
+    for a, b in zip(back.query(codes, bits.pack(q), 4), (D, I), strict=True):
         np.testing.assert_array_equal(a, b)
     assert back.candidates(np.zeros((0, 8), np.uint8))[0].tolist() == [0]
     assert bt.query(codes, np.zeros((0, 8), np.uint8), 2)[0].shape == (0, 2)

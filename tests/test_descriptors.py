@@ -136,7 +136,7 @@ def exact_hsv_bins(rgb, bins):
         else:
             h6 = 4 + Fraction(r - g, d) if b == hi else 2 + Fraction(b - r, d) if g == hi else Fraction(g - b, d)
             h, s = (h6 / 6) % 1, Fraction(d, hi)
-        ch = [min(floor(k * x), k - 1) for k, x in zip(bins, (h, s, Fraction(hi, 255)), strict=False)]
+        ch = [min(floor(k * x), k - 1) for k, x in zip(bins, (h, s, Fraction(hi, 255)), strict=True)]
         out.append((ch[0] * bins[1] + ch[1]) * bins[2] + ch[2])
     return np.array(out)
 

@@ -165,7 +165,7 @@ def test_jpeg_with_thousands_of_scans_is_refused_at_once():
     big = fc.set_dimensions(data, "jpeg-progressive", 4096, 4096)
     bomb = big[:at] + big[at : at + 2 + n] * 5000 + b"\xff\xd9"
     t0 = time.perf_counter()
-    with pytest.raises(ImageError, match=r"corrupt JPEG file .5000 scans, more than 256"):
+    with pytest.raises(ImageError, match=r"corrupt JPEG file \(5000 scans, more than 256\)"):
         images.decode(bomb, 32)
     assert time.perf_counter() - t0 < 1.0
     assert images.decode(data, 32).format == "JPEG"  # a real progressive JPEG has a handful of scans

@@ -21,7 +21,7 @@ COMPILED = (kernels._knn_block, kernels._radius_block, kernels._radius_csr)
 
 
 def as_lists(lims, D, I):
-    return [list(zip(D[lims[q] : lims[q + 1]].tolist(), I[lims[q] : lims[q + 1]].tolist(), strict=False))
+    return [list(zip(D[lims[q] : lims[q + 1]].tolist(), I[lims[q] : lims[q + 1]].tolist(), strict=True))
             for q in range(len(lims) - 1)]
 
 
@@ -67,7 +67,7 @@ def test_radius_equals_oracle_and_reference(p, r):
     assert lims.shape == (nq + 1,) and lims[0] == 0 and lims[-1] == len(D) == len(I)
     assert lims.dtype == np.int64 and D.dtype == np.int32 and I.dtype == np.int64
     assert as_lists(lims, D, I) == oracle_radius(oracle_distances(db, q), r)
-    for got, ref in zip((lims, D, I), scan.radius_scan(bits.pack(db), bits.pack(q), r), strict=False):
+    for got, ref in zip((lims, D, I), scan.radius_scan(bits.pack(db), bits.pack(q), r), strict=True):
         np.testing.assert_array_equal(got, ref)
 
 
@@ -85,7 +85,7 @@ def test_full_size_blocks_equal_reference(n_bits, threads):
     np.testing.assert_array_equal(D, Dref)
     np.testing.assert_array_equal(I, Iref)
     assert I[:3, 0].tolist() == [0, 2500, 4999] and (D[:3, 0] == 0).all()
-    for got, ref in zip((lims, Dr, Ir), scan.radius_scan(db_codes, q_codes, n_bits // 5), strict=False):
+    for got, ref in zip((lims, Dr, Ir), scan.radius_scan(db_codes, q_codes, n_bits // 5), strict=True):
         np.testing.assert_array_equal(got, ref)
     assert lims[-1] > 10  # not only the three exact copies
 

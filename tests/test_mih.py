@@ -83,7 +83,7 @@ def test_self_join_equals_oracle(p, r):
     db, _ = make(n, 0, n_bits, seed, kind)
     i, j, d = mih.self_join(bits.pack(db), n_bits, r, valid_m(n_bits, m))
     assert i.dtype == j.dtype == np.int64 and d.dtype == np.int32
-    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=False)) == oracle_join(db, r)
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True)) == oracle_join(db, r)
 
 
 @pytest.mark.parametrize("n_bits", [40, 64, 100])
@@ -102,15 +102,15 @@ def test_equals_reference_scan_with_planted_copies(n_bits):
         ref = scan.self_join_scan(codes, r)
         for m in (None, 2, 3, 5):
             got = mih.self_join(codes, n_bits, r, m)
-            for a, b in zip(ref, got, strict=False):
+            for a, b in zip(ref, got, strict=True):
                 np.testing.assert_array_equal(a, b)
         ref = scan.radius_scan(codes, queries, r)
         for m in (None, 3):
-            for a, b in zip(ref, mih.MultiIndex(codes, n_bits, m).radius(queries, r), strict=False):
+            for a, b in zip(ref, mih.MultiIndex(codes, n_bits, m).radius(queries, r), strict=True):
                 np.testing.assert_array_equal(a, b)
     index = mih.MultiIndex(codes, n_bits)
     for k in (1, 12):
-        for a, b in zip(scan.knn_scan(codes, queries, k), index.knn(queries, k), strict=False):
+        for a, b in zip(scan.knn_scan(codes, queries, k), index.knn(queries, k), strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -133,7 +133,7 @@ def test_runs_longer_than_the_gather_buffer(monkeypatch):
     db[:200, :32] = db[0, :32]                       # 200 codes share their first half: long runs for m = 2
     codes = bits.pack(db)
     for r, m in ((1, 2), (3, 2), (3, 4)):
-        for a, b in zip(scan.self_join_scan(codes, r), mih.self_join(codes, 64, r, m, n_threads=3), strict=False):
+        for a, b in zip(scan.self_join_scan(codes, r), mih.self_join(codes, 64, r, m, n_threads=3), strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -141,12 +141,12 @@ def test_huge_balls_fall_back_to_key_scans():
     """One 64-bit substring at radius 3 (43 745 keys per ball, more than the codes): keys are compared instead."""
     db, q = make(300, 20, 64, 7, "dups")
     codes = bits.pack(db)
-    for a, b in zip(scan.self_join_scan(codes, 3), mih.self_join(codes, 64, 3, m=1), strict=False):
+    for a, b in zip(scan.self_join_scan(codes, 3), mih.self_join(codes, 64, 3, m=1), strict=True):
         np.testing.assert_array_equal(a, b)
     index = mih.MultiIndex(codes, 64, m=1)
-    for a, b in zip(scan.radius_scan(codes, bits.pack(q), 3), index.radius(bits.pack(q), 3), strict=False):
+    for a, b in zip(scan.radius_scan(codes, bits.pack(q), 3), index.radius(bits.pack(q), 3), strict=True):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(scan.knn_scan(codes, bits.pack(q), 7), index.knn(bits.pack(q), 7), strict=False):
+    for a, b in zip(scan.knn_scan(codes, bits.pack(q), 7), index.knn(bits.pack(q), 7), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -172,7 +172,7 @@ def test_read_only_memmap(tmp_path):
             for x in range(8)] == \
         oracle_radius(Dall, 10)
     np.testing.assert_array_equal(index.knn(bits.pack(q), 4)[1], oracle_knn(Dall, 4)[1])
-    assert list(zip(*(a.tolist() for a in index.self_join(6)), strict=False)) == oracle_join(db, 6)
+    assert list(zip(*(a.tolist() for a in index.self_join(6)), strict=True)) == oracle_join(db, 6)
 
 
 def test_empty_and_single():

@@ -47,7 +47,7 @@ def test_radius_equals_oracle(p, r):
     assert lims.shape == (nq + 1,) and lims[0] == 0 and lims[-1] == len(D) == len(I)
     for qi in range(nq):
         expected = sorted((int(Dall[qi, i]), i) for i in range(n) if Dall[qi, i] <= r)
-        got = list(zip(D[lims[qi] : lims[qi + 1]].tolist(), I[lims[qi] : lims[qi + 1]].tolist(), strict=False))
+        got = list(zip(D[lims[qi] : lims[qi + 1]].tolist(), I[lims[qi] : lims[qi + 1]].tolist(), strict=True))
         assert got == expected
 
 
@@ -59,7 +59,7 @@ def test_self_join_equals_oracle(p, r):
     i, j, d = HammingIndex(bits.pack(db), n_bits).self_join(r)
     Dall = oracle_distances(db, db)
     expected = [(a, b, int(Dall[a, b])) for a in range(n) for b in range(a + 1, n) if Dall[a, b] <= r]
-    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=False)) == expected
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True)) == expected
 
 
 def test_blocks_are_stitched_correctly(monkeypatch):
@@ -82,7 +82,7 @@ def test_blocks_are_stitched_correctly(monkeypatch):
     i, j, d = idx.self_join(32)
     Ddb = oracle_distances(db, db)
     expected = [(a, b, int(Ddb[a, b])) for a in range(50) for b in range(a + 1, 50) if Ddb[a, b] <= 32]
-    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=False)) == expected
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True)) == expected
 
 
 def test_all_equal_codes_tie_by_id():

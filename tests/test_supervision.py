@@ -38,10 +38,10 @@ def test_labels_and_pairs_files(tmp_path, three, monkeypatch):
     pairs = pairs_from_csv(tmp_path / "pairs.csv", index)
     assert pairs.i.tolist() == [0, 0] and pairs.j.tolist() == [1, 2] and pairs.similar.tolist() == [True, False]
     (tmp_path / "bad.csv").write_text(f"{rel[0]},{rel[1]},same\n")
-    with pytest.raises(HashdupError, match=r"bad.csv:1: the third field"):
+    with pytest.raises(HashdupError, match=r"bad\.csv:1: the third field"):
         pairs_from_csv(tmp_path / "bad.csv", index)
     (tmp_path / "unknown.csv").write_text("nope.jpg,a\n")
-    with pytest.raises(HashdupError, match=r"unknown.csv:1: nope.jpg is not an indexed image"):
+    with pytest.raises(HashdupError, match=r"unknown\.csv:1: nope\.jpg is not an indexed image"):
         labels_from_csv(tmp_path / "unknown.csv", index)
     (tmp_path / "short.csv").write_text(f"{rel[0]}\n")
     with pytest.raises(HashdupError, match="expected 2"):

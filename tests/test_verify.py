@@ -256,7 +256,7 @@ def test_unreadable_files_have_no_features_and_are_reported(originals, tmp_path)
     im, _ = originals["coffee.png"]
     good = save(im, tmp_path / "good.jpg", quality=90)
     assert len(features(good).keypoints) > 0
-    for _what, bad in _bad_files(tmp_path, good).items():
+    for bad in _bad_files(tmp_path, good).values():
         with pytest.raises((ImageError, OSError)):
             features(bad)
 
