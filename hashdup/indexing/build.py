@@ -24,7 +24,7 @@ from hashdup.descriptors import Descriptor
 from hashdup.descriptors.local import LocalExtractor
 from hashdup.encoders import BaseEncoder
 from hashdup.errors import HashdupError
-from hashdup.indexing.collect import OnProblem, Progress, collect
+from hashdup.indexing.collect import Counts, OnProblem, Progress, collect
 from hashdup.indexing.previous import descriptor_settings, reusable_encoder, supervision_settings
 from hashdup.indexing.train import codes_reusing, encode_rows, training_set
 from hashdup.io.catalogue import FileRecord, write_catalogue
@@ -35,34 +35,24 @@ from hashdup.io.walk import display_path, walk
 from hashdup.supervision import Supervision
 
 
-@dataclass
-class IndexSummary:
-    """What ``hashdup index`` did.
+@dataclass(kw_only=True)
+class IndexSummary(Counts):
+    """What ``hashdup index`` did: the :class:`~hashdup.indexing.collect.Counts` of the files against the previous
+    index (``skipped`` including what the walk could not enter), and the run's other facts.
 
-    ``added``, ``updated``, ``removed`` and ``unchanged`` count catalogue records (indexed or skipped files) against
-    the previous index; ``decoded`` files were read and described by this run, ``resumed`` ones taken from the
-    journal of an interrupted run, ``rehashed`` ones hashed to confirm their content (see :mod:`hashdup.indexing`).
-    ``rebuild`` says why nothing of the previous index was reused, ``refit`` why the encoder was fitted again
-    (both "" when not applicable); ``stale_lock`` names the holder of a lock left by a killed run that was taken over.
-    ``paths`` are the folders (and files) the index now holds, ``new_paths`` those this run added.
+    ``files`` catalogue records, ``indexed`` images; ``links`` symbolic links followed by the walk; ``training``
+    what the encoder was fitted on; ``rebuild`` says why nothing of the previous index was reused, ``refit`` why the
+    encoder was fitted again (both "" when not applicable); ``stale_lock`` names the holder of a lock left by a
+    killed run that was taken over. ``paths`` are the folders (and files) the index now holds, ``new_paths`` those
+    this run added.
     """
 
     index: str
     files: int = 0
     indexed: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    exact_duplicates: int = 0
-    ignored: int = 0
     links: int = 0
     training: str = ""
     seconds: float = 0.0
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    decoded: int = 0
-    resumed: int = 0
-    rehashed: int = 0
     encoder_reused: bool = False
     rebuild: str = ""
     refit: str = ""
