@@ -1,5 +1,6 @@
 """The slow reference verification: the scikit-image pipeline hashdup used before its compiled path, run on the same
-stored local features, as the oracle that :mod:`hashdup.dedup.verify` is compared with (tests/test_verify_reference.py).
+stored local features (whose band-passed thumbnails were computed at index time; :func:`band_pass` is the reference
+for that filter), as the oracle that :mod:`hashdup.dedup.verify` is compared with (tests/test_verify_reference.py).
 
 Descriptors are unpacked to booleans and matched by ``skimage.feature.match_descriptors`` (Hamming metric, cross
 check, ratio test), the similarity is fitted by ``skimage.measure.ransac`` with ``SimilarityTransform``, the
@@ -17,7 +18,7 @@ from hashdup.io.featurefile import LocalFeatures
 
 
 def band_pass(thumb: np.ndarray, frame: int) -> np.ndarray:
-    """:func:`hashdup.dedup.verify.band_pass` with scipy's Gaussian filter."""
+    """:func:`hashdup.descriptors.local.band_pass` (computed at index time) with scipy's Gaussian filter."""
     s = max(thumb.shape) / frame
     g = thumb.astype(np.float64) / 255
     band = gaussian_filter(g, max(1.5 * s, 0.5)) - gaussian_filter(g, 8.0 * s)
@@ -41,7 +42,7 @@ class ReferenceVerifier:
     def compare(self, a: LocalFeatures, b: LocalFeatures, mirrored: bool | None = None) -> Verdict:
         ways = ((bool(mirrored) and self.mirror,) if mirrored is not None else
                 ((False, True) if self.mirror else (False,)))
-        band_a, band_b = band_pass(np.asarray(a.thumb), self.frame), band_pass(np.asarray(b.thumb), self.frame)
+        band_a, band_b = a.band(), b.band()  # stored band-passed at index time
         best = Verdict(False, reason="no transform")
         for way in ways:
             v = self._match(a, b, band_a, band_b[:, ::-1] if way else band_b, way)

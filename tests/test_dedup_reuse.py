@@ -141,3 +141,25 @@ def test_an_index_without_features_asks_for_a_new_index_run(library):
     assert "no local features" in summary.rebuild and summary.decoded == summary.indexed
     # the old catalogue was read: files counted as before
     assert summary.added == 0 and summary.unchanged == summary.files
+
+
+def test_features_of_an_older_format_are_rewritten_not_reused(library):
+    """An index written before the thumbnails were stored band-passed (feature format 1) is refused by dedup with
+    the command that mends it, and the next index run extracts the features again instead of reusing them."""
+    folder, index_dir = library
+    pipeline.build_index([folder], index_dir, workers=1)
+    manifest = json.loads((index_dir / "index.json").read_text())
+    del manifest["descriptor"]["feature_format"]  # as hashdup wrote it with format 1
+    from hashdup.io import store
+
+    manifest["checksum"] = store._manifest_checksum(manifest)
+    (index_dir / "index.json").write_text(json.dumps(manifest))
+    result = subprocess.run([sys.executable, "-m", "hashdup", "dedup", "--index", str(index_dir)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "stored in format 1" in result.stderr and "`hashdup index` again" in result.stderr
+    summary = pipeline.build_index([folder], index_dir, workers=1)
+    assert "format 1" in summary.rebuild and summary.decoded == summary.indexed
+    idx = pipeline.Index(index_dir)
+    assert idx.stored.features[0].thumb.dtype == np.int8 and len(idx.stored.features) == summary.indexed
+    idx.close()

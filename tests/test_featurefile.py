@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hashdup.descriptors.local import LocalExtractor
 from hashdup.errors import IndexFileError
 from hashdup.io import header, images
-from hashdup.io.featurefile import HEADER_SIZE, MAGIC, FeatureFile, LocalFeatures
+from hashdup.io.featurefile import HEADER_SIZE, MAGIC, VERSION, FeatureFile, LocalFeatures
 from hashdup.io.verdicts import FILENAME, VerdictStore, way_code
 
 LIMITS = {"frame": 192, "max_keypoints": 20, "thumb_pixels": 300}
@@ -25,7 +25,8 @@ def record(rng: np.random.Generator, k: int | None = None, frame: int = 192) -> 
     fh = int(rng.integers(1, frame + 1))
     th, tw = int(rng.integers(1, 16)), int(rng.integers(1, 19))
     return LocalFeatures((fh, frame), rng.integers(0, 65536, (k, 2), dtype=np.uint16),
-                         rng.integers(0, 256, (k, 32), dtype=np.uint8), rng.integers(0, 256, (th, tw), dtype=np.uint8))
+                         rng.integers(0, 256, (k, 32), dtype=np.uint8),
+                         rng.integers(-127, 128, (th, tw), dtype=np.int8))
 
 
 def same(a: LocalFeatures, b: LocalFeatures) -> bool:
@@ -60,14 +61,16 @@ def test_header_layout_is_documented(tmp_path):
     head = path.read_bytes()[:HEADER_SIZE]
     fields = struct.unpack_from("<8sHHQQQIIIII", head)
     thumbs = sum(r.thumb.size for r in recs)
-    assert fields == (MAGIC, 1, 72, 2, 3, thumbs, 192, 20, 300, 0, 0)
+    assert VERSION == 2 and fields == (MAGIC, VERSION, 72, 2, 3, thumbs, 192, 20, 300, 0, 0)
     ff = FeatureFile.open(path)
     assert ff.bytes_per_image == path.stat().st_size / 2
 
 
 def test_records_that_do_not_fit_are_refused(tmp_path):
     rng = np.random.default_rng(1)
-    for bad in (record(rng, 21), record(rng, 2, frame=100)):
+    ok = record(rng, 2, frame=192)
+    uint8_thumb = LocalFeatures(ok.frame_shape, ok.keypoints, ok.descriptors, ok.thumb.view(np.uint8))  # v1 thumbnail
+    for bad in (record(rng, 21), record(rng, 2, frame=100), uint8_thumb):
         with pytest.raises(ValueError, match="does not fit"):
             FeatureFile.write(tmp_path / "f.hdf", [bad], **LIMITS)
     assert not (tmp_path / "f.hdf").exists()  # nothing half-written
@@ -110,7 +113,7 @@ def test_offsets_that_disagree_are_refused_even_with_a_valid_checksum(tmp_path):
     data = bytearray(path.read_bytes())
     kp_offsets = HEADER_SIZE + 3 * 8  # after the shapes section (3 × 4 uint16)
     struct.pack_into("<Q", data, kp_offsets + 8, 10**6)  # image 0 claims a million keypoints
-    fmt = header.HeaderFormat(MAGIC, 1, "QQQIIIII", kind="feature file", format_name="feature file format")
+    fmt = header.HeaderFormat(MAGIC, VERSION, "QQQIIIII", kind="feature file", format_name="feature file format")
     body = header.body_hash()
     body.update(bytes(data[HEADER_SIZE:]))
     data[:HEADER_SIZE] = fmt.pack(struct.unpack_from("<QQQIIIII", data, 12), body.digest())

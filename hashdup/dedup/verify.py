@@ -82,19 +82,6 @@ def block_agreement(a: NDArray[np.float32], b: NDArray[np.float32], valid: NDArr
     return float(np.mean(r >= agree))
 
 
-def band_pass(thumb: NDArray[np.uint8], frame: int) -> NDArray[np.float32]:
-    """The thumbnail compared by the photometric check: a difference of Gaussians (1.5 and 8 pixels of a
-    ``frame``-pixel frame) with local contrast normalisation, so that what is compared is structure, not the smooth
-    light gradients that make neighbouring tiles of one sky or one lawn correlate, and a caption's hard edges weigh
-    no more than any other local detail."""
-    cv2 = opencv()
-    s = max(thumb.shape) / frame
-    g = thumb.astype(np.float32) / np.float32(255)
-    band = cv2.GaussianBlur(g, (0, 0), max(1.5 * s, 0.5)) - cv2.GaussianBlur(g, (0, 0), 8.0 * s)
-    band /= np.sqrt(cv2.GaussianBlur(band * band, (0, 0), 8.0 * s)) + np.float32(0.01)
-    return band
-
-
 def _rescale(sx: float, sy: float) -> NDArray[np.float64]:
     """The map of pixel coordinates (pixel centres at integers) from an image to the same image resized by
     ``sx`` × ``sy``: ``x' = sx (x + 0.5) - 0.5``."""
@@ -255,7 +242,7 @@ class Verifier:
 
     def _prepare(self, i: int) -> tuple[LocalFeatures, NDArray[np.float32]]:
         feats = self.features(i)
-        return feats, band_pass(np.asarray(feats.thumb), self.frame)
+        return feats, feats.band()
 
     def _remember(self, i: int, item: tuple[LocalFeatures, NDArray[np.float32]]
                   ) -> tuple[LocalFeatures, NDArray[np.float32]]:
@@ -266,11 +253,11 @@ class Verifier:
 
     def compare(self, a: LocalFeatures, b: LocalFeatures, mirrored: bool | None = None,
                 band_a: NDArray[np.float32] | None = None, band_b: NDArray[np.float32] | None = None) -> Verdict:
-        """:meth:`verify` on two images' features (their band-passed thumbnails computed here unless given)."""
+        """:meth:`verify` on two images' features (their band-passed thumbnails as float32 unless given)."""
         if band_a is None:
-            band_a = band_pass(np.asarray(a.thumb), self.frame)
+            band_a = a.band()
         if band_b is None:
-            band_b = band_pass(np.asarray(b.thumb), self.frame)
+            band_b = b.band()
         best = Verdict(False, reason="no transform")
         for way in self.ways(mirrored):
             v = self._match(a, b, band_a, band_b[:, ::-1] if way else band_b, way)
@@ -329,7 +316,7 @@ class Verifier:
 
 #: Bumped whenever the verification changes in a way its parameters do not show (a constant, the band-pass, the
 #: order of the steps): stored verdicts of an older verification are then not reused.
-VERIFY_VERSION = 2
+VERIFY_VERSION = 3  # 3: the band-passed thumbnails are computed at index time and stored as int8
 #: The gate before geometry: a pair needs at least GATE_MATCHES matches within GATE_BITS bits (of 256) to reach
 #: RANSAC. Calibrated on bench/neardup.py dev: every pair accepted through its features there had 4 or more such
 #: matches, and 97 % of the rejected pairs that had enough matches for RANSAC (1,245 of 1,281) had fewer than 2.

@@ -1,5 +1,5 @@
 """Local features for verifying near-duplicates: ORB keypoints with packed binary descriptors, and a small
-normalised greyscale thumbnail for the photometric check.
+band-passed greyscale thumbnail for the photometric check.
 
 They are computed once, when an image is indexed (:class:`LocalExtractor`, from the upright greyscale *frame* the
 image reader gives: the whole picture, aspect ratio kept, longest side :attr:`LocalExtractor.frame` pixels), stored
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hashdup.io.featurefile import COORD_SCALE, DESCRIPTOR_BYTES, LocalFeatures
+from hashdup.io.featurefile import BAND_SCALE, COORD_SCALE, DESCRIPTOR_BYTES, LocalFeatures
 
 
 def stretch(gray: NDArray[np.uint8]) -> tuple[NDArray[np.float32], float]:
@@ -58,6 +58,25 @@ def smooth(x: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def band_pass(thumb: NDArray[np.uint8], frame: int) -> NDArray[np.float32]:
+    """The thumbnail compared by the photometric check: a difference of Gaussians (1.5 and 8 pixels of a
+    ``frame``-pixel frame) with local contrast normalisation, so that what is compared is structure, not the smooth
+    light gradients that make neighbouring tiles of one sky or one lawn correlate, and a caption's hard edges weigh
+    no more than any other local detail. Computed once per image, at index time, and stored quantised
+    (:func:`quantise_band`)."""
+    cv2 = opencv()
+    s = max(thumb.shape) / frame
+    g = thumb.astype(np.float32) / np.float32(255)
+    band = cv2.GaussianBlur(g, (0, 0), max(1.5 * s, 0.5)) - cv2.GaussianBlur(g, (0, 0), 8.0 * s)
+    band /= np.sqrt(cv2.GaussianBlur(band * band, (0, 0), 8.0 * s)) + np.float32(0.01)
+    return band
+
+
+def quantise_band(band: NDArray[np.float32]) -> NDArray[np.int8]:
+    """``band`` in steps of 1/:data:`~hashdup.io.featurefile.BAND_SCALE`, clipped to int8 (the stored form)."""
+    return np.clip(np.rint(band * np.float32(BAND_SCALE)), -127, 127).astype(np.int8)
+
+
 class LocalExtractor:
     """Compute :class:`LocalFeatures` of upright greyscale frames.
 
@@ -73,7 +92,8 @@ class LocalExtractor:
     n_keypoints : int, default 224
         Most keypoints kept per image (the strongest).
     thumb_pixels : int, default 8192
-        Most pixels of the stored thumbnail (for 4:3 pictures 104 × 78).
+        Most pixels of the stored thumbnail (for 4:3 pictures 104 × 78), stored band-passed (:func:`band_pass`,
+        one byte a pixel).
     fast_threshold : int, default 20
         FAST corner threshold on the normalised 8-bit image.
     patch_size : int, default 31
@@ -152,7 +172,7 @@ class LocalExtractor:
         tw, th = max(1, int(w * s)), max(1, int(h * s))
         thumb8 = np.rint(stretched * 255).astype(np.uint8)
         thumb = thumb8 if (th, tw) == (h, w) else cv2.resize(thumb8, (tw, th), interpolation=cv2.INTER_AREA)
-        return LocalFeatures((h, w), kp, desc, np.ascontiguousarray(thumb))
+        return LocalFeatures((h, w), kp, desc, quantise_band(band_pass(thumb, self.frame)))
 
     def _detector(self) -> Any:
         """This thread's ORB detector (OpenCV's are not documented as thread-safe; threaded Dask workers share the
@@ -165,4 +185,5 @@ class LocalExtractor:
         return self._orb.detector
 
 
-__all__ = ["COORD_SCALE", "DESCRIPTOR_BYTES", "LocalExtractor", "LocalFeatures", "opencv", "smooth", "stretch"]
+__all__ = ["BAND_SCALE", "COORD_SCALE", "DESCRIPTOR_BYTES", "LocalExtractor", "LocalFeatures", "band_pass", "opencv",
+           "quantise_band", "smooth", "stretch"]

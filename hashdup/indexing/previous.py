@@ -20,6 +20,7 @@ from hashdup.errors import HashdupError, IndexFileError, NoIndexError
 from hashdup.extract import STORED_DTYPE
 from hashdup.io.atomic import file_digest
 from hashdup.io.catalogue import FileRecord
+from hashdup.io.featurefile import VERSION as FEATURE_FORMAT
 from hashdup.io.featurefile import FeatureFile
 from hashdup.io.store import StoredIndex
 from hashdup.supervision import Supervision
@@ -31,10 +32,11 @@ def _plain(value: Any) -> Any:
 
 
 def descriptor_settings(desc: Descriptor, local: LocalExtractor) -> dict[str, Any]:
-    """What decides the descriptors and local features: name, parameters, length and stored dtype, and the local
-    extractor's parameters (as stored in the manifest)."""
+    """What decides the descriptors and local features: name, parameters, length and stored dtype, the local
+    extractor's parameters and the format its features are stored in (as stored in the manifest)."""
     return _plain({"name": desc.name, "params": desc.get_params(), "n_features": desc.n_features,
-                   "dtype": np.dtype(STORED_DTYPE).name, "local": local.get_params()})
+                   "dtype": np.dtype(STORED_DTYPE).name, "local": local.get_params(),
+                   "feature_format": FEATURE_FORMAT})
 
 
 def supervision_settings(sup: Supervision) -> dict[str, Any]:
@@ -87,7 +89,11 @@ def open_previous(index_dir: str | os.PathLike[str], settings: dict[str, Any]) -
         old = _plain({k: stored.manifest["descriptor"].get(k) for k in settings})
         if old["name"] != settings["name"]:
             prev.reason = f"the descriptor changed ({old['name']} → {settings['name']})"
-        elif old.get("local") != settings.get("local") and {**old, "local": None} == {**settings, "local": None}:
+        elif old.get("feature_format") != settings.get("feature_format") and old.get("local") is not None:
+            prev.reason = (f"the local features are stored in format {old.get('feature_format') or 1}, this hashdup "
+                           f"writes format {settings.get('feature_format')}")
+        elif old.get("local") != settings.get("local") and ({**old, "local": None, "feature_format": None}
+                                                             == {**settings, "local": None, "feature_format": None}):
             prev.reason = ("the index has no local features (written by an older hashdup)" if old.get("local") is None
                            else "the local-feature settings changed")
         elif old != settings:

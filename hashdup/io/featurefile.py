@@ -1,5 +1,5 @@
-"""The feature file: every indexed image's local features (keypoints, packed ORB descriptors, thumbnail), stored
-once at index time so that verifying a pair of images never decodes them again.
+"""The feature file: every indexed image's local features (keypoints, packed ORB descriptors, band-passed
+thumbnail), stored once at index time so that verifying a pair of images never decodes or filters them again.
 
 The header's frame (magic, version, size, checksum) is :mod:`hashdup.io.header`'s; this module holds the feature
 file's own fields, its sections and their checks.
@@ -25,8 +25,11 @@ from hashdup.io.header import HeaderFormat, map_array
 COORD_SCALE = 64
 #: Bytes of one packed ORB descriptor (256 bits).
 DESCRIPTOR_BYTES = 32
+#: The band-passed thumbnail is stored as int8 with this many steps per unit of its local contrast (values beyond
+#: ±127/BAND_SCALE, about one pixel in 100,000, are clipped).
+BAND_SCALE = 32
 _RECORD = struct.Struct("<4sHHHHH")  # tag, frame h, frame w, thumb h, thumb w, keypoints
-_TAG = b"LF01"
+_TAG = b"LF02"  # LF01 held the contrast-stretched thumbnail (uint8) instead of the band-passed one
 
 
 @dataclass(frozen=True)
@@ -41,20 +44,26 @@ class LocalFeatures:
         (x, y) of each keypoint in the frame, in 1/:data:`COORD_SCALE` pixel.
     descriptors : ndarray of uint8, shape (k, 32)
         The keypoints' 256-bit ORB descriptors, packed.
-    thumb : ndarray of uint8, shape (th, tw)
-        The frame's greyscale, contrast-stretched (1st to 99th percentile to 0..255), shrunk to at most
-        :attr:`hashdup.descriptors.local.LocalExtractor.thumb_pixels` pixels.
+    thumb : ndarray of int8, shape (th, tw)
+        The frame's greyscale, contrast-stretched, shrunk to at most
+        :attr:`hashdup.descriptors.local.LocalExtractor.thumb_pixels` pixels and band-passed
+        (:func:`hashdup.descriptors.local.band_pass`), in steps of 1/:data:`BAND_SCALE`: what the photometric check
+        of :mod:`hashdup.dedup.verify` compares (:meth:`band`).
     """
 
     frame_shape: tuple[int, int]
     keypoints: NDArray[np.uint16]
     descriptors: NDArray[np.uint8]
-    thumb: NDArray[np.uint8]
+    thumb: NDArray[np.int8]
 
     @property
     def nbytes(self) -> int:
         """Bytes this record takes in a feature file (keypoints, descriptors and thumbnail)."""
         return self.keypoints.nbytes + self.descriptors.nbytes + self.thumb.nbytes
+
+    def band(self) -> NDArray[np.float32]:
+        """The band-passed thumbnail as float32 (:attr:`thumb` / :data:`BAND_SCALE`)."""
+        return self.thumb.astype(np.float32) * np.float32(1 / BAND_SCALE)
 
     def points(self) -> NDArray[np.float32]:
         """Keypoint coordinates (x, y) in frame pixels, float32, shape (k, 2)."""
@@ -87,12 +96,13 @@ class LocalFeatures:
         o += 4 * k
         desc = np.frombuffer(data, dtype=np.uint8, count=k * DESCRIPTOR_BYTES, offset=o).reshape(k, DESCRIPTOR_BYTES)
         o += k * DESCRIPTOR_BYTES
-        thumb = np.frombuffer(data, dtype=np.uint8, count=th * tw, offset=o).reshape(th, tw)
+        thumb = np.frombuffer(data, dtype=np.int8, count=th * tw, offset=o).reshape(th, tw)
         return cls((fh, fw), kp, desc.copy(), thumb.copy())
 
 
 MAGIC = b"HDUPFEAT"
-VERSION = 1
+#: 2: the thumbnails are stored band-passed (int8); version 1 held them contrast-stretched (uint8).
+VERSION = 2
 # own fields after magic, version, header size: n_rows, n_keypoints, thumb_bytes, frame, max_keypoints,
 # thumb_pixels, flags, reserved (so that the body starts 8-byte aligned)
 _HEADER = HeaderFormat(MAGIC, VERSION, "QQQIIIII", kind="feature file", format_name="feature file format")
@@ -107,7 +117,7 @@ def _layout(n_rows: int, n_keypoints: int, thumb_bytes: int) -> list[tuple[str, 
     """``(name, dtype, offset, shape)`` of each section of a feature file, in file order, each 8-byte aligned."""
     sections = [("shapes", "<u2", (n_rows, 4)), ("kp_offsets", "<u8", (n_rows + 1,)),
                 ("thumb_offsets", "<u8", (n_rows + 1,)), ("keypoints", "<u2", (n_keypoints, 2)),
-                ("descriptors", "u1", (n_keypoints, DESCRIPTOR_BYTES)), ("thumbs", "u1", (thumb_bytes,))]
+                ("descriptors", "u1", (n_keypoints, DESCRIPTOR_BYTES)), ("thumbs", "i1", (thumb_bytes,))]
     out, offset = [], HEADER_SIZE
     for name, dtype, shape in sections:
         out.append((name, dtype, offset, shape))
@@ -124,7 +134,7 @@ class FeatureFile:
 
         offset  size  field
              0     8  magic           b"HDUPFEAT"
-             8     2  version         uint16, currently 1
+             8     2  version         uint16, currently 2
             10     2  header_size     uint16, 72; the first section starts here
             12     8  n_rows          uint64, images (row i is catalogue id i)
             20     8  n_keypoints     uint64, keypoints of all images
@@ -143,7 +153,7 @@ class FeatureFile:
         thumb_offsets  <u8     (n_rows + 1,)       image i's thumbnail is thumbs[thumb_offsets[i]:...[i+1]]
         keypoints      <u2     (n_keypoints, 2)    (x, y) in the frame, in 1/64 pixel
         descriptors    u1      (n_keypoints, 32)   256-bit ORB descriptors, packed
-        thumbs         u1      (thumb_bytes,)      thumbnails, row-major, one after another
+        thumbs         i1      (thumb_bytes,)      band-passed thumbnails in 1/32 steps, row-major, one after another
 
     :meth:`open` checks magic, version and sizes against the file length, then (unless ``verify=False``) the
     checksum, before any memory map is made, and then that the offsets and shapes agree with each other.
@@ -217,9 +227,10 @@ class FeatureFile:
             th, tw = r.thumb.shape
             k = len(r.keypoints)
             if max(r.frame_shape) != frame or k > max_keypoints or th * tw > thumb_pixels or r.descriptors.shape != (
-                    k, DESCRIPTOR_BYTES):
-                raise ValueError(f"record {i} (frame {r.frame_shape}, {k} keypoints, thumbnail {th}×{tw}) does not "
-                                 f"fit frame {frame}, {max_keypoints} keypoints, {thumb_pixels} thumbnail pixels")
+                    k, DESCRIPTOR_BYTES) or r.thumb.dtype != np.int8:
+                raise ValueError(f"record {i} (frame {r.frame_shape}, {k} keypoints, {r.thumb.dtype} thumbnail "
+                                 f"{th}×{tw}) does not fit frame {frame}, {max_keypoints} keypoints, {thumb_pixels} "
+                                 "int8 thumbnail pixels")
             shapes[i] = (*r.frame_shape, th, tw)
             kp_offsets[i + 1] = kp_offsets[i] + k
             thumb_offsets[i + 1] = thumb_offsets[i] + th * tw
@@ -232,7 +243,7 @@ class FeatureFile:
             section(shapes)
             section(kp_offsets)
             section(thumb_offsets)
-            for name, dtype in (("keypoints", "<u2"), ("descriptors", "u1"), ("thumbs", "u1")):
+            for name, dtype in (("keypoints", "<u2"), ("descriptors", "u1"), ("thumbs", "i1")):
                 size = 0
                 for r in records:
                     arr = {"keypoints": r.keypoints, "descriptors": r.descriptors, "thumbs": r.thumb}[name]

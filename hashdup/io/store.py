@@ -48,6 +48,7 @@ from hashdup.errors import IndexFileError, NoIndexError
 from hashdup.io.atomic import atomic_open, file_digest, fsync_dir, remove_stale_temps, temp_path
 from hashdup.io.catalogue import Catalogue
 from hashdup.io.codefile import CodeFile
+from hashdup.io.featurefile import VERSION as FEATURE_FORMAT
 from hashdup.io.featurefile import FeatureFile
 from hashdup.io.lock import LOCK, writer_lock
 
@@ -353,6 +354,11 @@ class StoredIndex:
         if "features" not in self.manifest["files"]:
             raise IndexFileError(str(self.folder / MANIFEST), "the index has no local features (written by an older "
                                                               "hashdup): run `hashdup index` again to add them")
+        written = self.manifest["descriptor"].get("feature_format", 1)
+        if written != FEATURE_FORMAT:
+            raise IndexFileError(str(self.path("features")), f"the local features are stored in format {written}, "
+                                 f"this hashdup reads format {FEATURE_FORMAT}: run `hashdup index` again to "
+                                 "rewrite them")
         try:
             ff = FeatureFile.open(self.held_path("features"), verify=self._verify)
         except IndexFileError as e:  # named by the file's own path, not /proc's
