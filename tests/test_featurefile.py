@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hashdup.descriptors.local import LocalExtractor
 from hashdup.errors import IndexFileError
 from hashdup.io import header, images
-from hashdup.io.featurefile import HEADER_SIZE, MAGIC, VERSION, FeatureFile, LocalFeatures
+from hashdup.io.featurefile import HEADER_SIZE, MAGIC, VERSION, FeatureFile, FeatureTable, LocalFeatures
 from hashdup.io.verdicts import FILENAME, VerdictStore, way_code
 
 LIMITS = {"frame": 192, "max_keypoints": 20, "thumb_pixels": 300}
@@ -51,6 +51,28 @@ def test_round_trip(tmp_path, n, seed):
         ff[n]
     for r in recs:  # the journal's serialisation
         assert same(LocalFeatures.from_bytes(r.to_bytes()), r)
+
+
+@given(st.integers(0, 12), st.integers(0, 2**31))
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_table_of_a_file_is_the_table_of_its_records(tmp_path, n, seed):
+    """FeatureFile.table (views of the memory map) holds what FeatureTable.of copies from the records: each image's
+    descriptors as uint64 words, its int8 thumbnail, and its shapes."""
+    rng = np.random.default_rng(seed)
+    recs = [record(rng) for _ in range(n)]
+    path = tmp_path / "t.hdf"
+    FeatureFile.write(path, recs, **LIMITS)
+    ff = FeatureFile.open(path)
+    got, want = ff.table(), FeatureTable.of(recs)
+    for name in ("words", "kp_offsets", "thumbs", "thumb_offsets", "shapes"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+        assert getattr(got, name).dtype == getattr(want, name).dtype, name
+    for i, r in enumerate(recs):
+        k0, k1 = got.kp_offsets[i], got.kp_offsets[i + 1]
+        assert np.array_equal(got.words[k0:k1].view(np.uint8), r.descriptors)
+        t0 = got.thumb_offsets[i]
+        assert np.array_equal(got.thumbs[t0 : t0 + r.thumb.size].reshape(r.thumb.shape), r.thumb)
+    assert not got.words.flags.writeable and not got.thumbs.flags.writeable  # the map, not a copy
 
 
 def test_header_layout_is_documented(tmp_path):
@@ -151,6 +173,28 @@ def test_verdicts_round_trip_and_are_pruned_to_present_files(tmp_path):
     assert again.get(H[0], H[1], 0) == (True, False, "", 40, pytest.approx(0.9), 1.0)
     assert again.get(H[1], H[2], 2)[:3] == (False, True, "pixels differ")
     assert again.get(H[1], H[2], 1) is None and again.get(H[3], H[4], 1) is None  # other way; pruned
+
+
+def test_verdict_rows_are_written_as_a_row_at_a_time_writes_them(tmp_path):
+    """save() fills the file column by column; the rows equal those of a row-by-row oracle, sorted by key."""
+    from hashdup.io.verdicts import REASONS, ROW
+
+    rng = np.random.default_rng(5)
+    hashes = [bytes(rng.integers(0, 256, 16, dtype=np.uint8)) for _ in range(40)]
+    store = VerdictStore(tmp_path, {"a": 1})
+    for _ in range(300):
+        a, b = (hashes[int(x)] for x in rng.choice(40, 2, replace=False))
+        store.put(a, b, int(rng.integers(0, 3)), (bool(rng.integers(2)), bool(rng.integers(2)),
+                                                  REASONS[int(rng.integers(len(REASONS)))], int(rng.integers(0, 500)),
+                                                  float(rng.random()), float(rng.random())))
+    assert store.save(hashes)
+    keys = sorted(store._known)
+    want = np.zeros(len(keys), dtype=ROW)
+    for n, k in enumerate(keys):
+        same, mirrored, reason, inliers, r_ncc, overlap = store._known[k]
+        want[n] = (np.frombuffer(k[0], np.uint8), np.frombuffer(k[1], np.uint8), k[2], same, mirrored,
+                   REASONS.index(reason), inliers, r_ncc, overlap)
+    assert (tmp_path / FILENAME).read_bytes()[-want.nbytes :] == want.tobytes()
 
 
 def test_verdicts_of_other_settings_or_damaged_are_ignored(tmp_path):

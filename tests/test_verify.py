@@ -48,7 +48,7 @@ def features(path: str) -> LocalFeatures:
 def verify(a: str, b: str, mirrored: bool | None = None, **params) -> Verdict:
     """The verdict on two image files, from their local features."""
     fa, fb = features(a), features(b)
-    return Verifier([fa, fb].__getitem__, EXTRACTOR.frame, **params).verify(0, 1, mirrored)
+    return Verifier([fa, fb], EXTRACTOR.frame, **params).verify(0, 1, mirrored)
 
 
 # --- photos and edits (also used by tests/test_dedup.py) --------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_different_photos_are_not_the_same(tmp_path):
              "motorcycle_left.png"]
     paths = [save(photo(n), tmp_path / f"{Path(n).stem}.png") for n in names]
     feats = [features(p) for p in paths]
-    verifier = Verifier(feats.__getitem__, EXTRACTOR.frame)
+    verifier = Verifier(feats, EXTRACTOR.frame)
     same = [(names[a], names[b], v) for a in range(len(paths)) for b in range(a + 1, len(paths))
             for v in [verifier.verify(a, b)] if v.same]
     assert same == []

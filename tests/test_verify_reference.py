@@ -75,6 +75,30 @@ def _frame_and_thumb(name: str) -> tuple[np.ndarray, np.ndarray]:
     return gray, cv2.resize(thumb8, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
 
 
+def test_photometric_scores_of_stored_thumbnails_are_those_of_the_float_kernel_bit_for_bit():
+    """The screen's integer kernel, reading int8 thumbnails in place (plain or mirrored), gives exactly what the float
+    kernel gives on the float32 bands: every sum of multiples of 1/32 is exact in float64."""
+    from hashdup.index._match_kernels import _photometric_scores_i8
+    from hashdup.io.featurefile import BAND_SCALE
+
+    rng = np.random.default_rng(7)
+    step = np.float32(1 / BAND_SCALE)
+    for t in range(60):
+        h, w = (int(x) for x in rng.integers(4, 110, 2))
+        a = rng.integers(-127, 128, (h, w), dtype=np.int8)
+        b = (np.clip(a * rng.uniform(-1, 1) + rng.normal(0, rng.uniform(1, 60), (h, w)), -127, 127)).astype(np.int8)
+        if t % 3 == 0:
+            b[: h // 2] = a[: h // 2]  # half the blocks agree
+        flat = np.concatenate([rng.integers(-127, 128, 5, dtype=np.int8), a.ravel(), b.ravel()])
+        block = int(rng.integers(4, 12))
+        for mirrored in (False, True):
+            B = b[:, ::-1] if mirrored else b
+            want = _photometric_scores(a.astype(np.float32) * step, np.ascontiguousarray(B.astype(np.float32) * step),
+                                       block, 0.7)
+            got = _photometric_scores_i8(flat, 5, 5 + h * w, h, w, mirrored, block, 0.7, step)
+            assert got == want, (t, mirrored, got, want)
+
+
 @needs_data
 def test_band_pass_is_the_gaussian_difference_of_scipy():
     from hashdup.descriptors.local import band_pass as fast
@@ -130,7 +154,7 @@ def test_compiled_and_reference_verdicts_agree(pairs):
     disagreements, wrong = [], []
     for what, a, b, expected in pairs:
         fa, fb = features(a), features(b)
-        fast = Verifier([fa, fb].__getitem__, EXTRACTOR.frame).verify(0, 1)
+        fast = Verifier([fa, fb], EXTRACTOR.frame).verify(0, 1)
         slow = reference.compare(fa, fb)
         if fast.same != slow.same:
             disagreements.append((what, fast, slow))
@@ -149,7 +173,7 @@ def test_screen_decides_pairs_as_verify_does(pairs):
     feats = [features(p) for _, a, b, _ in pairs for p in (a, b)]
     asked = [(2 * n, 2 * n + 1, way) for n in range(len(pairs)) for way in (None, False, True)]
     for threads in (1, 2):
-        verifier = Verifier(feats.__getitem__, EXTRACTOR.frame, threads=threads)
+        verifier = Verifier(feats, EXTRACTOR.frame, threads=threads)
         screened = verifier.screen(asked)
         decided = {"same": 0, "mirrored": 0, "different": 0}
         for (i, j, way), got in zip(asked, screened, strict=True):
@@ -161,6 +185,22 @@ def test_screen_decides_pairs_as_verify_does(pairs):
             decided["different" if not got.same else "mirrored" if got.mirrored else "same"] += 1
         assert min(decided.values()) > 0, decided
         assert sum(v is None for v in screened) > 0  # pairs that need RANSAC are left to verify
+
+
+def test_screen_reads_a_feature_file_in_place_with_the_same_verdicts(pairs, tmp_path):
+    """dedup's verifier screens from the feature file's memory map; it decides every pair as from the records."""
+    from hashdup.io.featurefile import FeatureFile
+
+    feats = [features(p) for _, a, b, _ in pairs for p in (a, b)]
+    FeatureFile.write(tmp_path / "f.hdf", feats, frame=EXTRACTOR.frame, max_keypoints=EXTRACTOR.n_keypoints,
+                      thumb_pixels=EXTRACTOR.thumb_pixels)
+    ff = FeatureFile.open(tmp_path / "f.hdf")
+    asked = [(2 * n, 2 * n + 1, way) for n in range(len(pairs)) for way in (None, False, True)]
+    from_list = Verifier(feats, EXTRACTOR.frame).screen(asked)
+    from_file = Verifier(ff, EXTRACTOR.frame).screen(asked)
+    assert from_file == from_list and any(v is not None for v in from_file)
+    assert [Verifier(ff, EXTRACTOR.frame).verify(i, j, w) for i, j, w in asked[:9]] == \
+        [Verifier(feats, EXTRACTOR.frame).verify(i, j, w) for i, j, w in asked[:9]]
 
 
 def test_close_rows_bounds_the_close_matches():
@@ -180,11 +220,12 @@ def test_close_rows_bounds_the_close_matches():
         assert int((dist <= 48).sum()) <= rows
 
 
-def test_pair_distances_are_numpy_norms():
+@pytest.mark.parametrize("d", [1, 8, 37, 640])  # no whole group of 8 features, exactly one, a remainder, many
+def test_pair_distances_are_numpy_norms(d):
     from hashdup.index.matching import pair_distances
 
     rng = np.random.default_rng(4)
-    A, B = rng.standard_normal((50, 37)).astype(np.float32), rng.standard_normal((60, 37)).astype(np.float32)
+    A, B = rng.standard_normal((50, d)).astype(np.float32), rng.standard_normal((60, d)).astype(np.float32)
     i, j = rng.integers(0, 50, 300), rng.integers(0, 60, 300)
     want = np.linalg.norm(A[i].astype(np.float64) - B[j].astype(np.float64), axis=1)
     assert np.allclose(pair_distances(A, B, i, j), want, rtol=1e-12, atol=0)

@@ -160,7 +160,9 @@ class Candidates:
                     if W is None:
                         W = rng.standard_normal((V.shape[1], PART_BITS))
                     out[a : a + len(rows)] = bits.pack((V - V.mean(axis=1, keepdims=True)) @ W >= 0)
-            views.append((HammingIndex(plain, PART_BITS), [plain] + ([mirrored] if self.mirror else []), view))
+            # a mirror-invariant view (a global colour histogram) gives the same codes both ways: one query is enough
+            twice = self.mirror and not np.array_equal(plain, mirrored)
+            views.append((HammingIndex(plain, PART_BITS), [plain] + ([mirrored] if twice else []), view))
         return views
 
     def _nearest(self, search: HammingIndex, queries: list[NDArray[np.uint8]], view: View | None
@@ -168,7 +170,8 @@ class Candidates:
         """Each image's :data:`NEAREST` closest images (by the descriptor, or its ``view``) among its
         :data:`SHORTLIST` nearest codes in ``search``."""
         k = min(SHORTLIST + 1, self.n)
-        out_i, out_j = [], []
+        out_i: list[NDArray[np.int64]] = []
+        out_j: list[NDArray[np.int64]] = []
         for a in range(0, self.n, _BLOCK):
             shortlist = np.concatenate([search.knn(np.asarray(Q[a : a + _BLOCK]), k)[1] for Q in queries], axis=1)
             rows = np.repeat(np.arange(a, a + len(shortlist), dtype=np.int64), shortlist.shape[1])
@@ -180,18 +183,21 @@ class Candidates:
             listed = np.isfinite(d.reshape(-1))
             self._shortlisted.append((rows[listed], cand[listed], d.reshape(-1)[listed]))
             order = np.argsort(d, axis=1, kind="stable")
-            best = np.take_along_axis(shortlist, order, axis=1)
-            best_d = np.take_along_axis(d, order, axis=1)
-            for r in range(len(best)):  # the same image may be on both shortlists: keep distinct ones
-                seen = []
-                for c, dc in zip(best[r].tolist(), best_d[r].tolist(), strict=True):
-                    if np.isfinite(dc) and c not in seen:
-                        seen.append(c)
-                        if len(seen) == self.nearest:
-                            break
-                out_i.extend([a + r] * len(seen))
-                out_j.extend(seen)
-        return np.array(out_i, dtype=np.int64), np.array(out_j, dtype=np.int64)
+            best = np.take_along_axis(shortlist, order, axis=1).reshape(-1)
+            listed = np.isfinite(np.take_along_axis(d, order, axis=1).reshape(-1))
+            row = np.repeat(np.arange(len(order), dtype=np.int64), order.shape[1])
+            # the same image may be on both shortlists (plain and mirrored queries): its first place counts
+            by_image = np.lexsort((np.arange(len(best)), best, row))
+            again = (row[by_image][1:] == row[by_image][:-1]) & (best[by_image][1:] == best[by_image][:-1])
+            listed[by_image[1:][again]] = False
+            kept = np.flatnonzero(listed)  # row by row, closest first
+            rank = np.arange(len(kept)) - np.searchsorted(row[kept], row[kept], side="left")
+            kept = kept[rank < self.nearest]
+            out_i.append(a + row[kept])
+            out_j.append(best[kept].astype(np.int64))
+        if not out_i:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(out_i), np.concatenate(out_j)
 
 
     # --- descriptor distances ----------------------------------------------------------------------------------------
@@ -221,9 +227,10 @@ class Candidates:
             V, Vm = self.X, self.Xm
         else:  # the view of every image, computed once
             if id(view) not in self._view_rows:
-                self._view_rows[id(view)] = (  # contiguous: pair_distances would copy a strided view per call
-                    np.ascontiguousarray(view(self.X), dtype=np.float32),
-                    None if self.Xm is None else np.ascontiguousarray(view(self.Xm), dtype=np.float32))
+                V = np.ascontiguousarray(view(self.X), dtype=np.float32)  # contiguous: pair_distances would copy
+                Vm = None if self.Xm is None else np.ascontiguousarray(view(self.Xm), dtype=np.float32)
+                # a mirror-invariant view: the mirrored distance is the plain one
+                self._view_rows[id(view)] = (V, None if Vm is None or np.array_equal(V, Vm) else Vm)
             V, Vm = self._view_rows[id(view)]
         plain = pair_distances(V, V, i, j)
         return plain, (None if Vm is None else pair_distances(V, Vm, i, j))
@@ -249,6 +256,18 @@ class Candidates:
     def distance(self, i: int, j: int) -> float:
         """Descriptor distance of two images (the smaller of plain and mirrored, when mirroring)."""
         return min(self._pair(i, j))
+
+    def _ways(self, i: NDArray[np.int64], j: NDArray[np.int64]) -> list[bool | None]:
+        """:meth:`_mirrored` of many pairs, computed in batches."""
+        if self.perm is None:
+            return [False] * len(i)
+        out: list[bool | None] = []
+        for a in range(0, len(i), _BLOCK):
+            plain, mirrored = self._plain_mirrored(i[a : a + _BLOCK], j[a : a + _BLOCK], None)
+            assert mirrored is not None  # set when mirroring
+            near = np.abs(plain - mirrored) <= 0.1 * np.maximum(plain, mirrored)
+            out.extend(None if n else m for n, m in zip(near.tolist(), (mirrored < plain).tolist(), strict=True))
+        return out
 
     def _mirrored(self, i: int, j: int) -> bool | None:
         """Which way round to compare two images' pixels: mirrored (True), plain (False), or both (None) when the

@@ -82,7 +82,6 @@ class PairJudge(Candidates):
         self._hashes: list[bytes] | None = None
         self._new_links: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         self._whole: set[tuple[int, int]] = set()  # verified pairs accepted as the whole frame
-        self._screened: dict[tuple[int, int], Verdict] = {}  # decided by Verifier.screen, not yet asked
         self.problems: list[str] = []  # what close() could not do (a full disk, a read-only index folder)
         self.verified = 0  # pairs whose features were compared by this judge (not taken from stored verdicts)
 
@@ -133,12 +132,14 @@ class PairJudge(Candidates):
         for a, b in zip(ci[cheap].tolist(), cj[cheap].tolist(), strict=True):
             parent[find(a)] = find(b)
         linked = list(np.flatnonzero(cheap))
-        band = band[np.argsort(d[band], kind="stable")].tolist()
+        band = band[np.argsort(d[band], kind="stable")]
+        ways = self._ways(ci[band], cj[band])
+        bi, bj, band = ci[band].tolist(), cj[band].tolist(), band.tolist()
         for start in range(0, len(band), SCREEN_BATCH):  # screened a batch at a time: joins made so far are known
-            batch = band[start : start + SCREEN_BATCH]
-            self.screen([(int(ci[e]), int(cj[e])) for e in batch if find(int(ci[e])) != find(int(cj[e]))])
-            for n, e in enumerate(batch, start):
-                a, b = int(ci[e]), int(cj[e])
+            stop = min(len(band), start + SCREEN_BATCH)
+            self.screen([(bi[n], bj[n], ways[n]) for n in range(start, stop) if find(bi[n]) != find(bj[n])])
+            for n in range(start, stop):
+                a, b, e = bi[n], bj[n], band[n]
                 if find(a) != find(b) and self.same(a, b):
                     parent[find(a)] = find(b)
                     linked.append(e)
@@ -245,23 +246,19 @@ class PairJudge(Candidates):
             return "metric"
         return _geometric(self.verdict(i, j))
 
-    def screen(self, pairs: list[tuple[int, int]]) -> None:
-        """Verify in one batch (:meth:`Verifier.screen`) the pairs ``i < j`` of ``pairs`` that :meth:`how` would
-        send to the verifier and no stored verdict answers; the pairs it decides are then answered from memory."""
+    def screen(self, pairs: list[tuple[int, int, bool | None]]) -> None:
+        """Verify in one batch (:meth:`Verifier.screen`) the pairs ``(i, j, way)``, ``i < j``, that no stored verdict
+        answers; ``way`` is :meth:`_mirrored`'s, and the pairs are ones :meth:`how` sends to the verifier (not
+        identical, not within the accept distance). The pairs it decides are then answered from memory."""
         if not self.verify or not pairs:
             return
         verdicts, hashes = self._open_verdicts()
-        asked = []
-        for i, j in pairs:
-            if ((i, j) in self._decided or (i, j) in self._screened or (i, j) in self.identical
-                    or self.distance(i, j) <= self.accept):
-                continue
-            mirrored = self._mirrored(i, j)
-            if verdicts.get(hashes[i], hashes[j], way_code(mirrored)) is None:
-                asked.append((i, j, mirrored))
-        for (i, j, _), v in zip(asked, self.verifier.screen(asked), strict=True):
-            if v is not None:
-                self._screened[(i, j)] = v
+        asked = [(i, j, way) for i, j, way in pairs
+                 if (i, j) not in self._decided and verdicts.get(hashes[i], hashes[j], way_code(way)) is None]
+        for (i, j, mirrored), v in zip(asked, self.verifier.screen(asked), strict=True):
+            if v is not None:  # decided here: how() answers from memory
+                self._remember(i, j, mirrored, v)
+                self._decided[(i, j)] = _geometric(v)
 
     def _open_verdicts(self) -> tuple[VerdictStore, list[bytes]]:
         """The stored verdicts, and the content hash of each indexed image (by id), both read on first use.
@@ -292,11 +289,18 @@ class PairJudge(Candidates):
         if known is not None:
             same, way, reason, inliers, r_ncc, overlap = known
             v = Verdict(same, inliers, r_ncc, overlap, way, reason)
+            if v.same and v.inliers == 0:
+                self._whole.add((i, j))
         else:
-            screened = self._screened.pop((i, j), None)
-            v = screened if screened is not None else self.verifier.verify(i, j, mirrored)
-            self.verified += 1
-            verdicts.put(*key, (v.same, v.mirrored, v.reason, v.inliers, v.ncc, v.overlap))
+            v = self._remember(i, j, mirrored, self.verifier.verify(i, j, mirrored))
+        return v
+
+    def _remember(self, i: int, j: int, mirrored: bool | None, v: Verdict) -> Verdict:
+        """Keep the verdict this judge computed for ``i < j`` (stored by :meth:`close`)."""
+        verdicts, hashes = self._open_verdicts()
+        self.verified += 1
+        verdicts.put(hashes[i], hashes[j], way_code(mirrored), (v.same, v.mirrored, v.reason, v.inliers, v.ncc,
+                                                                 v.overlap))
         if v.same and v.inliers == 0:  # accepted by the whole-frame comparison
             self._whole.add((i, j))
         return v
@@ -318,7 +322,7 @@ class PairJudge(Candidates):
     def verifier(self) -> Verifier:
         if self._verifier is None:
             ff = self.index.stored.features
-            self._verifier = Verifier(ff.__getitem__, ff.frame, mirror=self.mirror)
+            self._verifier = Verifier(ff, ff.frame, mirror=self.mirror)
         return self._verifier
 
 

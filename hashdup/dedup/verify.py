@@ -21,10 +21,10 @@ M. A. Fischler and R. C. Bolles, "Random sample consensus", Communications of th
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from hashdup.extract import default_workers
 from hashdup.index import _match_kernels as kernels
 from hashdup.index._match_kernels import _photometric_scores, _screen
 from hashdup.index.matching import match_binary
-from hashdup.io.featurefile import LocalFeatures
+from hashdup.io.featurefile import BAND_SCALE, FeatureFile, Features, FeatureTable, LocalFeatures
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,9 @@ class Verifier:
 
     Parameters
     ----------
-    features : callable
-        ``features(i)`` gives image ``i``'s :class:`~hashdup.io.featurefile.LocalFeatures` (a
-        :class:`~hashdup.io.featurefile.FeatureFile` is one).
+    features : sequence of LocalFeatures
+        ``features[i]`` is image ``i``'s :class:`~hashdup.io.featurefile.LocalFeatures`: a
+        :class:`~hashdup.io.featurefile.FeatureFile` (read in place by :meth:`screen`) or a list.
     frame : int
         Longest side of the frames the keypoints are in (the feature file's ``frame``).
     min_inliers : int, default 8
@@ -128,16 +128,13 @@ class Verifier:
     mirror : bool, default True
         Also try the second image mirrored left-right. ORB descriptors are not mirror-symmetric, so a mirrored
         image is compared as the whole frame (mirrored and resized, recompressed, recoloured), not as a crop.
-    cache_size : int, default 4096
-        Band-passed thumbnails kept in memory (about 35 KB each).
     threads : int, optional
         Threads of :meth:`screen` (default: the CPU cores this process may use); verdicts do not depend on it.
     """
 
-    def __init__(self, features: Callable[[int], LocalFeatures], frame: int, *, min_inliers: int = 8,
+    def __init__(self, features: Features, frame: int, *, min_inliers: int = 8,
                  min_ncc: float = 0.8, min_blocks: float = 0.7, min_overlap: float = 0.85, max_rotation: float = 20.0,
-                 max_ratio: float = 0.85, mirror: bool = True, cache_size: int = 4096,
-                 threads: int | None = None) -> None:
+                 max_ratio: float = 0.85, mirror: bool = True, threads: int | None = None) -> None:
         self.features = features
         self.frame = int(frame)
         self.min_inliers = int(min_inliers)
@@ -147,9 +144,7 @@ class Verifier:
         self.max_rotation = float(max_rotation)
         self.max_ratio = float(max_ratio)
         self.mirror = bool(mirror)
-        self.cache_size = int(cache_size)
         self.threads = default_workers() if threads is None else max(1, int(threads))
-        self._cache: OrderedDict[int, tuple[LocalFeatures, NDArray[np.float32]]] = OrderedDict()
 
     def settings(self) -> dict[str, Any]:
         """What decides a verdict besides the two images' features (part of the key of stored verdicts)."""
@@ -161,10 +156,7 @@ class Verifier:
     @classmethod
     def settings_for(cls, frame: int, **params: Any) -> dict[str, Any]:
         """:meth:`settings` of a verifier with these parameters, without opening any features."""
-        def no_features(i: int) -> LocalFeatures:
-            raise RuntimeError("a verifier made by settings_for has no features to compare")
-
-        return cls(no_features, frame, **params).settings()
+        return cls([], frame, **params).settings()
 
     def ways(self, mirrored: bool | None) -> tuple[bool, ...]:
         """Which ways round the second image of a pair is compared (see :meth:`verify`), in order."""
@@ -178,8 +170,7 @@ class Verifier:
         ``mirrored`` says which way round to compare ``j`` (left-right mirrored or not); None tries both when
         mirroring is enabled, the plain one first.
         """
-        (fi, bi), (fj, bj) = self._prepared(i), self._prepared(j)
-        return self.compare(fi, fj, mirrored, bi, bj)
+        return self.compare(self.features[i], self.features[j], mirrored)
 
     def screen(self, pairs: Sequence[tuple[int, int, bool | None]]) -> list[Verdict | None]:
         """:meth:`verify` of many pairs ``(i, j, mirrored)`` at once, as far as it goes without RANSAC or a warp.
@@ -194,62 +185,40 @@ class Verifier:
         """
         if not pairs:
             return []
-        ids = sorted({x for i, j, _ in pairs for x in (i, j)})
-        row = {x: r for r, x in enumerate(ids)}
-        with ThreadPoolExecutor(self.threads) as pool:  # OpenCV and the kernel release the GIL
-            missing = [x for x in ids if x not in self._cache]
-            for x, item in zip(missing, pool.map(self._prepare, missing), strict=True):
-                self._remember(x, item)
-            prepared = [self._prepared(x) for x in ids]
-            kp = np.zeros(len(ids) + 1, dtype=np.int64)
-            kp[1:] = np.cumsum([len(f.descriptors) for f, _ in prepared])
-            words = np.zeros((int(kp[-1]), 4), dtype=np.uint64)
-            band_off = np.zeros(len(ids) + 1, dtype=np.int64)
-            band_off[1:] = np.cumsum([b.size for _, b in prepared])
-            bands = np.empty(int(band_off[-1]), dtype=np.float32)
-            shapes = np.empty((len(ids), 4), dtype=np.int64)
-            blocks = np.empty(len(ids), dtype=np.int64)
-            for r, (f, b) in enumerate(prepared):
-                if len(f.descriptors):
-                    words[kp[r] : kp[r + 1]] = np.asarray(f.descriptors).view(np.uint64)
-                bands[band_off[r] : band_off[r + 1]] = b.reshape(-1)
-                shapes[r] = (*f.frame_shape, *b.shape)
-                blocks[r] = max(4, round(16 * max(b.shape) / self.frame))
-            pi = np.array([row[i] for i, _, _ in pairs], dtype=np.int64)
-            pj = np.array([row[j] for _, j, _ in pairs], dtype=np.int64)
-            ways = np.array([2 if len(w) == 2 else int(w[0]) for w in (self.ways(m) for _, _, m in pairs)],
-                            dtype=np.int64)
+        t = self.table
+        pi = np.array([i for i, _, _ in pairs], dtype=np.int64)
+        pj = np.array([j for _, j, _ in pairs], dtype=np.int64)
+        ways = np.array([2 if len(w) == 2 else int(w[0]) for w in (self.ways(m) for _, _, m in pairs)],
+                        dtype=np.int64)
 
-            def run(part: slice) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-                return _screen(words, kp, bands, band_off, shapes, blocks, pi[part], pj[part], ways[part],
-                               self.min_inliers, self.max_ratio, GATE_BITS, GATE_MATCHES, self.min_ncc,
-                               self.min_blocks, BLOCK_AGREE)
+        def run(part: slice) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+            return _screen(t.words, t.kp_offsets, t.thumbs, t.thumb_offsets, t.shapes, self._blocks,
+                           np.float32(1 / BAND_SCALE), pi[part], pj[part], ways[part], self.min_inliers,
+                           self.max_ratio, GATE_BITS, GATE_MATCHES, self.min_ncc, self.min_blocks, BLOCK_AGREE)
 
-            step = -(-len(pairs) // (4 * self.threads))
-            parts = list(pool.map(run, [slice(a, a + step) for a in range(0, len(pairs), step)]))
-        outcome = np.concatenate([o for o, _ in parts])
-        corr = np.concatenate([c for _, c in parts])
+        step = -(-len(pairs) // (4 * self.threads))
+        parts = [slice(a, a + step) for a in range(0, len(pairs), step)]
+        if self.threads == 1 or len(parts) == 1:
+            done = [run(part) for part in parts]
+        else:
+            with ThreadPoolExecutor(self.threads) as pool:  # the kernel releases the GIL
+                done = list(pool.map(run, parts))
+        outcome = np.concatenate([o for o, _ in done])
+        corr = np.concatenate([c for _, c in done])
         return [_SCREENED[o](c) if o else None for o, c in zip(outcome.tolist(), corr.tolist(), strict=True)]
 
-    def _prepared(self, i: int) -> tuple[LocalFeatures, NDArray[np.float32]]:
-        """Image ``i``'s features and band-passed thumbnail, cached (an image takes part in several pairs)."""
-        item = self._cache.get(i)
-        if item is None:
-            item = self._remember(i, self._prepare(i))
-        else:
-            self._cache.move_to_end(i)
-        return item
+    @cached_property
+    def table(self) -> FeatureTable:
+        """Every image's features as flat arrays (:class:`~hashdup.io.featurefile.FeatureTable`): views of the memory
+        map of a feature file, else copied from the records once."""
+        f = self.features
+        return f.table() if isinstance(f, FeatureFile) else FeatureTable.of([f[i] for i in range(len(f))])
 
-    def _prepare(self, i: int) -> tuple[LocalFeatures, NDArray[np.float32]]:
-        feats = self.features(i)
-        return feats, feats.band()
-
-    def _remember(self, i: int, item: tuple[LocalFeatures, NDArray[np.float32]]
-                  ) -> tuple[LocalFeatures, NDArray[np.float32]]:
-        self._cache[i] = item
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return item
+    @cached_property
+    def _blocks(self) -> NDArray[np.int64]:
+        """Block size of the pixel comparison when each image is the first of a pair (16 pixels of the frame)."""
+        longest = np.maximum(self.table.shapes[:, 2], self.table.shapes[:, 3])
+        return np.maximum(4, np.round(16 * longest / self.frame)).astype(np.int64)
 
     def compare(self, a: LocalFeatures, b: LocalFeatures, mirrored: bool | None = None,
                 band_a: NDArray[np.float32] | None = None, band_b: NDArray[np.float32] | None = None) -> Verdict:

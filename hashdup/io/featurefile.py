@@ -13,7 +13,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -100,6 +100,47 @@ class LocalFeatures:
         return cls((fh, fw), kp, desc.copy(), thumb.copy())
 
 
+class Features(Protocol):
+    """What holds every image's local features, by id: a :class:`FeatureFile`, or a list of records."""
+
+    def __getitem__(self, i: int, /) -> LocalFeatures: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Every image's local features as flat arrays (compressed-sparse-row), the form compiled code takes them in.
+
+    Image ``i``'s descriptors are ``words[kp_offsets[i]:kp_offsets[i + 1]]`` (each 4 uint64 words) and its
+    band-passed thumbnail ``thumbs[thumb_offsets[i]:...]`` (int8, row-major, ``shapes[i, 2:]``); ``shapes[i]`` is
+    (frame height, frame width, thumbnail height, thumbnail width). :meth:`FeatureFile.table` gives a table whose
+    big arrays are views of the memory map (nothing copied); :meth:`of` builds one from records.
+    """
+
+    words: NDArray[np.uint64]
+    kp_offsets: NDArray[np.int64]
+    thumbs: NDArray[np.int8]
+    thumb_offsets: NDArray[np.int64]
+    shapes: NDArray[np.int64]
+
+    @classmethod
+    def of(cls, records: Sequence[LocalFeatures]) -> FeatureTable:
+        """The table of ``records`` (row i for record i), copied into new arrays."""
+        kp = np.zeros(len(records) + 1, dtype=np.int64)
+        kp[1:] = np.cumsum([len(r.descriptors) for r in records])
+        th = np.zeros(len(records) + 1, dtype=np.int64)
+        th[1:] = np.cumsum([r.thumb.size for r in records])
+        words = np.zeros((int(kp[-1]), DESCRIPTOR_BYTES // 8), dtype=np.uint64)
+        thumbs = np.zeros(int(th[-1]), dtype=np.int8)
+        shapes = np.zeros((len(records), 4), dtype=np.int64)
+        for i, r in enumerate(records):
+            words[kp[i] : kp[i + 1]] = np.ascontiguousarray(r.descriptors, dtype=np.uint8).view(np.uint64)
+            thumbs[th[i] : th[i + 1]] = np.asarray(r.thumb, dtype=np.int8).reshape(-1)
+            shapes[i] = (*r.frame_shape, *r.thumb.shape)
+        return cls(words, kp, thumbs, th, shapes)
+
+
 MAGIC = b"HDUPFEAT"
 #: 2: the thumbnails are stored band-passed (int8); version 1 held them contrast-stretched (uint8).
 VERSION = 2
@@ -183,6 +224,12 @@ class FeatureFile:
     def bytes_per_image(self) -> float:
         """Bytes of the file per image (0 for an empty file)."""
         return self.file_size / self.n_rows if self.n_rows else 0.0
+
+    def table(self) -> FeatureTable:
+        """The whole file as a :class:`FeatureTable`: descriptors and thumbnails are views of the memory map."""
+        a = self._a
+        return FeatureTable(a["descriptors"].view(np.uint64), a["kp_offsets"].astype(np.int64),
+                            a["thumbs"], a["thumb_offsets"].astype(np.int64), a["shapes"].astype(np.int64))
 
     def __getitem__(self, i: int) -> LocalFeatures:
         """Image ``i``'s features, as read-only views of the memory map."""

@@ -119,10 +119,15 @@ class VerdictStore:
         present = set(hashes)
         keys = sorted(k for k in self._known if k[0] in present and k[1] in present)
         rows = np.zeros(len(keys), dtype=ROW)
-        for n, key in enumerate(keys):
-            same, mirrored, reason, inliers, r_ncc, overlap = self._known[key]
-            rows[n] = (np.frombuffer(key[0], np.uint8), np.frombuffer(key[1], np.uint8), key[2], same, mirrored,
-                       REASONS.index(reason) if reason in REASONS else 0, inliers, r_ncc, overlap)
+        if keys:  # column by column: a row at a time took 12 s for the 800,000 verdicts of 100,000 images
+            code = {r: n for n, r in enumerate(REASONS)}
+            values = [self._known[k] for k in keys]
+            rows["a"] = np.frombuffer(b"".join(k[0] for k in keys), np.uint8).reshape(-1, 16)
+            rows["b"] = np.frombuffer(b"".join(k[1] for k in keys), np.uint8).reshape(-1, 16)
+            rows["way"] = [k[2] for k in keys]
+            for field, column in (("same", 0), ("mirrored", 1), ("inliers", 3), ("ncc", 4), ("overlap", 5)):
+                rows[field] = [v[column] for v in values]
+            rows["reason"] = [code.get(v[2], 0) for v in values]
         try:
             with _HEADER.create(self.path) as out:
                 out.write(rows.tobytes())
