@@ -27,6 +27,7 @@ from hashdup.descriptors import Descriptor
 from hashdup.descriptors.local import LocalExtractor, LocalFeatures
 from hashdup.errors import HashdupError, ImageError
 from hashdup.io import images
+from hashdup.io.facts import FileFacts, FileStat, stat_of
 
 #: Descriptors are stored as float16; every descriptor leaves :func:`extract` rounded through it.
 STORED_DTYPE = np.float16
@@ -42,17 +43,13 @@ class Extracted:
     """What one file gave.
 
     ``ignored`` files are not images (no image signature and no image extension) and are left out of the catalogue;
-    files with an ``error`` (a one-line reason) are recorded as skipped; the others have every field set, a
-    ``descriptor`` row (float32 values rounded through float16) and, when local features were asked for, ``local``.
+    files with an ``error`` (a one-line reason) are recorded as skipped, with their :class:`~hashdup.io.facts.FileStat`
+    when it could be taken; the others have their :class:`~hashdup.io.facts.FileFacts`, a ``descriptor`` row (float32
+    values rounded through float16) and, when local features were asked for, ``local``.
     """
 
     position: int
-    size: int | None = None
-    mtime_ns: int | None = None
-    blake2b: str | None = None
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
+    facts: FileStat | None = None
     error: str | None = None
     ignored: bool = False
     descriptor: NDArray[np.float32] | None = None
@@ -74,13 +71,13 @@ def extract_chunk(paths: Sequence[str], descriptor: Descriptor, start: int = 0,
     described: list[int] = []  # positions in out of the decoded images, whose descriptors come below
     pixels: list[NDArray[np.uint8]] = []
     for n, path in enumerate(paths):
-        size = mtime = None
+        stat = None
         try:
             content = images.read_file(path, only_images=True)
             if content is None:
                 out.append(Extracted(start + n, ignored=True))
                 continue
-            size, mtime = content.size, content.mtime_ns
+            stat = content.stat
             digest = hashlib.blake2b(content.data, digest_size=16).hexdigest()
             img = images.decode(content.data, descriptor.image_size, name=path,
                                 frame=local.frame if local is not None else None)
@@ -88,9 +85,10 @@ def extract_chunk(paths: Sequence[str], descriptor: Descriptor, start: int = 0,
             if local is not None:
                 assert img.gray is not None  # decode() returns the grey frame when given frame=local.frame
                 feats = local.describe(img.gray)
-            extracted = Extracted(start + n, size, mtime, digest, img.width, img.height, img.format, local=feats)
+            facts = FileFacts(stat.size, stat.mtime_ns, digest, img.width, img.height, img.format)
+            extracted = Extracted(start + n, facts, local=feats)
         except ImageError as e:
-            out.append(Extracted(start + n, size, mtime, error=e.reason))
+            out.append(Extracted(start + n, stat, error=e.reason))
             continue
         described.append(len(out))
         out.append(extracted)
@@ -302,8 +300,7 @@ def _isolate(paths: list[str], start: int, name: str, params: str) -> Iterator[E
 
 def _crashed(path: str, position: int) -> Extracted:
     try:
-        st = os.stat(path)
-        return Extracted(position, st.st_size, st.st_mtime_ns, error=CRASHED)
+        return Extracted(position, stat_of(os.stat(path)), error=CRASHED)
     except OSError:
         return Extracted(position, error=CRASHED)
 

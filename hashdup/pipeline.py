@@ -190,7 +190,7 @@ def query(index: Index, image_paths: Sequence[str], *, k: int | None = 12, radiu
         cat = index.stored.catalogue
         recs = cat.records(I.tolist())
         found = sorted(zip(D.tolist(), [display_path(cat.abspath(rec)) for rec in recs],
-                           [staleness(cat.abspath(rec), rec.size, rec.mtime_ns) for rec in recs], strict=True))
+                           [staleness(cat.abspath(rec), rec.facts) for rec in recs], strict=True))
         rows.extend({"query": q, "rank": r, "path": p, "distance": d, **({"stale": s} if s else {})}
                     for r, (d, p, s) in enumerate(found, start=1))
     return rows, failed

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from hashdup.dedup import KEEP_POLICIES, Group, Member, actions, order_members
+from hashdup.io.facts import FileFacts
 
 from .clirun import run_script
 
@@ -100,11 +101,11 @@ def manifests(folder: Path) -> list[Path]:
 def _oracle_keeper(members, policy):
     """The keeper by the policy's written definition: filter to the best value of each criterion in turn."""
     criteria = {
-        "resolution": [lambda m: -m.pixels, lambda m: -m.size, lambda m: m.mtime_ns],
-        "original": [lambda m: -m.pixels, lambda m: -m.size, lambda m: m.mtime_ns],  # without descriptors
-        "size": [lambda m: -m.size, lambda m: -m.pixels, lambda m: m.mtime_ns],
-        "oldest": [lambda m: m.mtime_ns, lambda m: -m.pixels, lambda m: -m.size],
-        "newest": [lambda m: -m.mtime_ns, lambda m: -m.pixels, lambda m: -m.size],
+        "resolution": [lambda m: -m.facts.pixels, lambda m: -m.facts.size, lambda m: m.facts.mtime_ns],
+        "original": [lambda m: -m.facts.pixels, lambda m: -m.facts.size, lambda m: m.facts.mtime_ns],  # no descriptors
+        "size": [lambda m: -m.facts.size, lambda m: -m.facts.pixels, lambda m: m.facts.mtime_ns],
+        "oldest": [lambda m: m.facts.mtime_ns, lambda m: -m.facts.pixels, lambda m: -m.facts.size],
+        "newest": [lambda m: -m.facts.mtime_ns, lambda m: -m.facts.pixels, lambda m: -m.facts.size],
         "path": [],
     }[policy] + [lambda m: m.path]
     pool = list(members)
@@ -120,8 +121,9 @@ def test_keeper_policy_matches_its_definition(policy):
     rng = random.Random(0)
     for trial in range(300):
         n = rng.randint(1, 6)  # small value ranges, so that ties on the first criteria are common
-        members = [Member(i, f"p/{rng.randint(0, 9)}-{i}.jpg", f"/x/{i}", rng.choice([10, 20, 30]),
-                          rng.choice([1, 2, 3]), "h", rng.choice([4, 8]), rng.choice([4, 8]), "JPEG")
+        members = [Member(i, f"p/{rng.randint(0, 9)}-{i}.jpg", f"/x/{i}",
+                          FileFacts(rng.choice([10, 20, 30]), rng.choice([1, 2, 3]), "h", rng.choice([4, 8]),
+                                    rng.choice([4, 8]), "JPEG"))
                    for i in range(n)]
         ordered = order_members(members, policy)
         assert ordered[0] is _oracle_keeper(members, policy), (trial, policy)
@@ -168,7 +170,7 @@ def test_original_keeper_is_full_size_central_best_encoded_not_a_copy_and_oldest
         else:
             _jpeg(path, px, quality)
         made[i] = np.asarray(point, dtype=float)
-        return Member(i, name, str(path), size, mtime, "h", pixels[0], pixels[1], "JPEG")
+        return Member(i, name, str(path), FileFacts(size, mtime, "h", pixels[0], pixels[1], "JPEG"))
 
     def dist(i, js):
         return np.array([np.linalg.norm(made[i] - made[j]) for j in js])
@@ -225,7 +227,7 @@ def test_keep_policies_in_cli_output(lib):
 # -- plan ---------------------------------------------------------------------------------------------------------
 
 def _m(i, path):
-    return Member(i, path, path, 10, 1, "h", 4, 4, "JPEG")
+    return Member(i, path, path, FileFacts(10, 1, "h", 4, 4, "JPEG"))
 
 
 def test_plan_never_includes_a_keeper_and_names_move_targets_by_root(tmp_path):
@@ -615,7 +617,7 @@ def test_original_keeper_of_a_giant_group_sums_over_a_sample(tmp_path):
     """A component of thousands of images (overlapping crops of a few photos) costs O(n), not O(n²)."""
     from hashdup.dedup.keepers import SPREAD_SAMPLE, original_keeper
 
-    members = [Member(i, f"p/{i:04d}.jpg", str(tmp_path / f"{i}.jpg"), 1000, i, "h", 64, 48, "JPEG")
+    members = [Member(i, f"p/{i:04d}.jpg", str(tmp_path / f"{i}.jpg"), FileFacts(1000, i, "h", 64, 48, "JPEG"))
                for i in range(1000)]
     asked = []
 

@@ -64,7 +64,8 @@ def snapshot(idx_dir: Path) -> dict | None:
     try:
         X, codes = idx.stored.descriptors, idx.stored.codes.codes
         assert idx.buckets.n_rows == len(idx)
-        files = {r.path: (r.id, r.status, r.blake2b, codes[r.id].tobytes() if r.id is not None else None,
+        files = {r.path: (r.id, r.status, getattr(r.facts, "blake2b", None),
+                          codes[r.id].tobytes() if r.id is not None else None,
                           X[r.id].tobytes() if r.id is not None else None)
                  for r in idx.stored.catalogue.by_path().values()}
         return {"files": files, "fingerprint": idx.encoder.fingerprint()}

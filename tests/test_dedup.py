@@ -154,14 +154,14 @@ def test_members_say_how_they_matched_and_their_code_distance(planted, default_g
         assert g.max_distance == plain[np.ix_(ids, ids)].max()
     by_name = {Path(m.path).name: m for g in default_groups for m in g.members}
     copy, camera = by_name["camera_copy.png"], by_name["camera.png"]
-    assert copy.match == "identical" and copy.distance == 0 and copy.blake2b == camera.blake2b
+    assert copy.match == "identical" and copy.distance == 0 and copy.facts.blake2b == camera.facts.blake2b
     assert [g.number for g in default_groups] == list(range(1, len(default_groups) + 1))
 
 
 def test_keeper_is_the_member_with_most_pixels(planted, default_groups):
     _, families, _, _ = planted
     for g in default_groups:
-        assert g.keep.pixels == max(m.pixels for m in g.members)
+        assert g.keep.facts.pixels == max(m.facts.pixels for m in g.members)
         family = next(f for f in families.values() if f[0] in names(g))
         if family[0] != "camera.png":  # the byte-identical copy ties on pixels and size
             assert Path(g.keep.path).name == family[0]
@@ -170,7 +170,7 @@ def test_keeper_is_the_member_with_most_pixels(planted, default_groups):
     # the recorded sizes are the upright image's: the EXIF-rotated copy of horse.png is as wide as it is shown
     horse = next(g for g in default_groups if "horse.png" in names(g))
     exif = next(m for m in horse.members if Path(m.path).name == "horse_exif.jpg")
-    assert exif.width > exif.height and horse.keep.width > horse.keep.height
+    assert exif.facts.width > exif.facts.height and horse.keep.facts.width > horse.keep.facts.height
 
 
 # --- linkage, with a judge whose answers the test decides -----------------------------------------------------------
@@ -303,7 +303,7 @@ def test_code_distance_does_not_depend_on_the_order_of_the_pair(planted):
             again = np.array([[judge.code_distance(i, j) for j in range(n)] for i in range(n)])
             np.testing.assert_array_equal(again, expected)
     cat = index.stored.catalogue
-    assert cat.hashes() == [r.blake2b for r in cat.records()]  # the one-column read the judge's verdict keys use
+    assert cat.hashes() == [r.facts.blake2b for r in cat.records()]  # the one-column read the judge's verdict keys use
 
 
 def test_no_verify_star_groups_are_within_the_radius_of_their_keeper(planted):

@@ -89,7 +89,7 @@ def test_features_and_verdicts_are_reused_and_dropped_for_a_changed_file(library
     # every other pair verified now was not verified before (the links changed around the changed file)
     assert not {c[:2] for c in verified.calls if new_id not in c[:2]} & stored_before
     assert len(third) == 7
-    hashes = {bytes.fromhex(r.blake2b) for r in idx.stored.catalogue.records() if r.id is not None}
+    hashes = {bytes.fromhex(r.facts.blake2b) for r in idx.stored.catalogue.records() if r.id is not None}
     raw = np.fromfile(index_dir / "verdicts.hdv", dtype=np.uint8)[36 + 16 :]  # after the 52-byte header
     rows = raw.reshape(-1, 48)
     assert all(bytes(r[:16]) in hashes and bytes(r[16:32]) in hashes for r in rows)  # the old hash is gone

@@ -31,7 +31,7 @@ def sample_files() -> list[str]:
 def as_tuple(r: ex.Extracted) -> tuple:
     d = None if r.descriptor is None else (r.descriptor.dtype.str, r.descriptor.tobytes())
     local = None if r.local is None else r.local.to_bytes()
-    return (r.position, r.size, r.mtime_ns, r.blake2b, r.width, r.height, r.format, r.error, r.ignored, d, local)
+    return (r.position, r.facts, r.error, r.ignored, d, local)
 
 
 # --- the same results whatever runs the work --------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_a_file_that_kills_its_worker_is_reported_and_the_run_goes_on(tmp_path, 
     for r in got:
         if os.path.basename(paths[r.position]).startswith("crash"):
             assert r.error == ex.CRASHED and r.descriptor is None
-            assert r.size == os.path.getsize(paths[r.position])
+            assert r.facts.size == os.path.getsize(paths[r.position])
         else:
             assert as_tuple(r) == as_tuple(serial[r.position])
     assert sum(r.error == ex.CRASHED for r in got) == 2

@@ -174,8 +174,8 @@ def test_read_file(tmp_path):
     assert images.read_file(tmp_path / "notes.txt", only_images=True) is None
     (tmp_path / "notes.jpg").write_text("not an image")
     content = images.read_file(tmp_path / "notes.jpg", only_images=True)
-    assert content.data == b"not an image" and content.size == 12
-    assert content.mtime_ns == (tmp_path / "notes.jpg").stat().st_mtime_ns
+    assert content.data == b"not an image" and content.stat.size == 12
+    assert content.stat.mtime_ns == (tmp_path / "notes.jpg").stat().st_mtime_ns
     (tmp_path / "IMG_0001").write_bytes(encode(Image.new("RGB", (4, 4)), "PNG"))  # no extension, PNG content
     assert images.read_file(tmp_path / "IMG_0001", only_images=True) is not None
     with pytest.raises(ImageError, match="too large"):

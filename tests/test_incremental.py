@@ -19,6 +19,7 @@ from hashdup.cli import cli
 from hashdup.encoders import load_encoder
 from hashdup.indexing import collect as indexing
 from hashdup.io import store
+from hashdup.io.facts import columns
 from hashdup.io.journal import DOUBT_NS, JOURNAL, in_doubt
 
 from .conftest import SAMPLE
@@ -85,7 +86,8 @@ def snapshot(idx_dir: Path) -> dict:
         files = {}
         for r in idx.stored.catalogue.by_path().values():
             ok = r.id is not None
-            files[r.path] = (r.id, r.status, r.error, r.blake2b, r.width, r.height,
+            blake2b, width, height = columns(r.facts)[2:5]  # None for a skipped file
+            files[r.path] = (r.id, r.status, r.error, blake2b, width, height,
                              codes[r.id].tobytes() if ok else None, X[r.id].tobytes() if ok else None)
         return {"files": files, "fingerprint": idx.encoder.fingerprint(), "n_bits": idx.n_bits}
     finally:

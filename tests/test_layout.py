@@ -1,5 +1,6 @@
-"""The architecture as a test: the package's imports point one way, there are no cycles, and the layout stays
-small (at most 10 top-level modules besides the sub-packages, none over 400 lines unless it says why).
+"""The architecture as a test: the package's imports point one way, there are no cycles, the layout stays
+small (at most 10 top-level modules besides the sub-packages, none over 400 lines unless it says why), and the facts
+of a file are declared once (:mod:`hashdup.io.facts`).
 
 Layers, from the top (the command line) down: a module may import its own layer's modules of the same sub-package,
 or any lower layer; siblings of one layer (the dedup wing and the index path, say) do not import each other. Imports
@@ -29,6 +30,15 @@ MAX_TOP_LEVEL_MODULES = 10
 MAX_LINES = 400
 #: The first lines of a module that may be longer say so with this phrase (numba's disk cache keys on the file).
 LONG_OK = "must stay whole"
+#: The facts of a file, declared in FACTS_MODULE only: every other record holds them as one field (``facts``, a
+#: step also ``keeper_facts``, the bytes read from a file ``stat``).
+FACT_FIELDS = {"size", "mtime_ns", "blake2b", "width", "height", "format"}
+FACTS_MODULE = "hashdup.io.facts"
+#: Dataclasses that declare two or more of FACT_FIELDS all the same, and why.
+FACTS_ALLOWED = {
+    "hashdup.io.images.DecodedImage": "the decoder's result: the width, height and format of a decoded picture, "
+                                      "which are a file's facts only once its stat and content hash are known",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -178,3 +188,60 @@ def test_no_module_over_400_lines_unless_it_says_why():
         if len(lines) > MAX_LINES and LONG_OK not in "\n".join(lines[:5]):
             long.append(f"{name}: {len(lines)} lines")
     assert not long, "\n".join(long)
+
+
+def _is_dataclass(node: ast.ClassDef) -> bool:
+    for d in node.decorator_list:
+        target = d.func if isinstance(d, ast.Call) else d
+        if (isinstance(target, ast.Name) and target.id == "dataclass") or (
+                isinstance(target, ast.Attribute) and target.attr == "dataclass"):
+            return True
+    return False
+
+
+def declared_facts(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """``{module.Class: the names of FACT_FIELDS its body declares}`` for every dataclass of ``modules`` that declares
+    any (inherited fields and a field holding a facts record do not count)."""
+    found = {}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and _is_dataclass(node):
+                own = {a.target.id for a in node.body
+                       if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)}
+                if own & FACT_FIELDS:
+                    found[f"{name}.{node.name}"] = own & FACT_FIELDS
+    return found
+
+
+@pytest.fixture(scope="module")
+def modules() -> dict[str, Path]:
+    return _modules()
+
+
+def test_the_facts_of_a_file_are_declared_once(modules):
+    found = declared_facts(modules)
+    again = [f"{k} declares {', '.join(sorted(v))}: hold a {FACTS_MODULE} record instead"
+             for k, v in sorted(found.items())
+             if len(v) >= 2 and not k.startswith(FACTS_MODULE + ".") and k not in FACTS_ALLOWED]
+    assert not again, "\n".join(again)
+    in_facts = [v for k, v in found.items() if k.startswith(FACTS_MODULE + ".")]
+    assert sorted(n for v in in_facts for n in v) == sorted(FACT_FIELDS), in_facts  # each of them once, there
+    assert set(FACTS_ALLOWED) <= set(found), "an allowance that is no longer needed: remove it"
+
+
+def test_the_facts_check_can_fail():
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "probe.py"
+    path.write_text("from dataclasses import dataclass\nimport dataclasses\n"
+                    "@dataclass(frozen=True)\nclass Row:\n    id: int\n    size: int\n    mtime_ns: int\n"
+                    "@dataclasses.dataclass\nclass Pic:\n    width: int\n    height: int\n"
+                    "@dataclass\nclass One:\n    size: int\n    facts: object\n"
+                    "class Plain:\n    width: int\n    height: int\n")
+    assert declared_facts({"hashdup.probe": path}) == {"hashdup.probe.Row": {"size", "mtime_ns"},
+                                                       "hashdup.probe.Pic": {"width", "height"},
+                                                       "hashdup.probe.One": {"size"}}
+    with pytest.raises(AssertionError, match=r"hashdup\.probe\.Row declares mtime_ns, size: hold a"):
+        test_the_facts_of_a_file_are_declared_once({**_modules(), "hashdup.probe": path})
+    with pytest.raises(AssertionError, match="no longer needed"):  # DecodedImage's allowance, were it not there
+        test_the_facts_of_a_file_are_declared_once({k: v for k, v in _modules().items() if k != "hashdup.io.images"})

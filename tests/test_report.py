@@ -21,6 +21,7 @@ from PIL import Image
 
 from hashdup.dedup import KEEP_POLICIES, Group, Member, find_groups, report
 from hashdup.io import thumbnails
+from hashdup.io.facts import FileFacts
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 DATA_URI = "data:image/jpeg;base64,"
@@ -121,8 +122,8 @@ def sample_index(tmp_path_factory):
 
 def _member(path: Path, display: str | None = None, **kw) -> Member:
     st = path.stat() if path.exists() else None
-    fields = {"id": 0, "path": display or str(path), "abspath": os.fsdecode(path), "size": st.st_size if st else 123,
-              "mtime_ns": 0, "blake2b": "", "width": 640, "height": 480, "format": "JPEG"}
+    facts = FileFacts(st.st_size if st else 123, 0, "", 640, 480, "JPEG")
+    fields = {"id": 0, "path": display or str(path), "abspath": os.fsdecode(path), "facts": facts}
     return Member(**{**fields, **kw})
 
 
@@ -141,9 +142,9 @@ def test_every_group_and_member_is_on_the_page(sample_index):
         for m, member in zip(shown["members"], g.members, strict=True):
             assert m["img"].startswith(DATA_URI), m
             thumb = Image.open(io.BytesIO(base64.b64decode(m["img"][len(DATA_URI):], validate=True)))
-            assert thumb.format == "JPEG" and max(thumb.size) == min(240, max(member.width, member.height))
+            assert thumb.format == "JPEG" and max(thumb.size) == min(240, max(member.facts.width, member.facts.height))
             # the thumbnail is upright: its orientation is the one the index recorded for the file
-            assert (thumb.width >= thumb.height) == (member.width >= member.height), member.path
+            assert (thumb.width >= thumb.height) == (member.facts.width >= member.facts.height), member.path
 
 
 def test_page_is_self_contained_and_phone_ready(sample_index):

@@ -15,6 +15,7 @@ import pytest
 from hashdup.dedup import actions
 from hashdup.dedup.undo import undo
 from hashdup.io import trash
+from hashdup.io.facts import FileDigest
 
 pytestmark = pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the freedesktop.org trash")
 
@@ -97,8 +98,9 @@ def _lib_steps(tmp_path: Path, n: int = 2) -> list[actions.Step]:
         keeper = tmp_path / f"keep{k}.jpg"
         keeper.write_bytes(b"keeper")
         kst = keeper.stat()
-        steps.append(actions.Step(k + 1, "delete", str(f), str(keeper), None, st.st_size, st.st_mtime_ns,
-                                  file_digest(str(f)), kst.st_size, kst.st_mtime_ns, file_digest(str(keeper))))
+        steps.append(actions.Step(k + 1, "delete", str(f), str(keeper), None,
+                                  FileDigest(st.st_size, st.st_mtime_ns, file_digest(str(f))),
+                                  FileDigest(kst.st_size, kst.st_mtime_ns, file_digest(str(keeper)))))
     return steps
 
 

@@ -27,13 +27,14 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 from hashdup.dedup.manifest import FORMAT, VERSION, ActionLog
 from hashdup.io import trash
 from hashdup.io.atomic import fsync_dir
+from hashdup.io.facts import FileDigest, from_keys, to_keys
 from hashdup.io.fileops import backup as make_backup
 from hashdup.io.fileops import replace_with_link, transfer, unchanged
 from hashdup.io.walk import display_path
@@ -51,13 +52,18 @@ PAST = {"move": "moved", "symlink": "replaced by symbolic links", "hardlink": "r
         "delete": "moved to the trash", "delete --permanent": "deleted permanently"}
 
 
+#: The facts of a step, and the prefix of their keys in the manifest (``size``, ..., ``keeper_size``, ...).
+_FLAT = {"facts": "", "keeper_facts": "keeper_"}
+
+
 @dataclass
 class Step:
     """One change to one duplicate file. Paths are absolute; ``to_json`` shows them as hashdup prints paths.
 
-    ``target`` is the move destination, or the keeper for links, None for deletes. ``size``, ``mtime_ns`` (ns since
-    the epoch) and ``blake2b`` (hex) are what the catalogue recorded for the duplicate, ``keeper_*`` for the keeper.
-    ``trash`` is, for a delete into the trash, ``[path in the trash, its .trashinfo]`` (:mod:`hashdup.io.trash`).
+    ``target`` is the move destination, or the keeper for links, None for deletes. ``facts`` (size, modification
+    time, blake2b) are what the catalogue recorded for the duplicate, ``keeper_facts`` for the keeper; a manifest
+    entry has them flat (:meth:`entry`). ``trash`` is, for a delete into the trash, ``[path in the trash, its
+    .trashinfo]`` (:mod:`hashdup.io.trash`).
     """
 
     group: int
@@ -65,17 +71,42 @@ class Step:
     path: str
     keeper: str
     target: str | None
-    size: int
-    mtime_ns: int
-    blake2b: str
-    keeper_size: int
-    keeper_mtime_ns: int
-    keeper_blake2b: str
+    facts: FileDigest
+    keeper_facts: FileDigest
     status: str = "planned"
     reason: str | None = None
     backup: str | None = None
     link: list[int] | None = None
     trash: list[str | None] | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """The fields of the step's manifest entry (:mod:`hashdup.dedup.manifest`), in the order of the step's
+        fields, with the facts flat: ``size``, ``mtime_ns``, ``blake2b``, then ``keeper_size`` and so on."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _FLAT:
+                out.update(to_keys(value, FileDigest, _FLAT[f.name]))
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> Step:
+        """The step a manifest entry records (keys that are not the step's are ignored).
+
+        Raises
+        ------
+        KeyError, TypeError
+            When the entry lacks a fact, or another field without a default.
+        """
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in _FLAT:
+                values[f.name] = from_keys(entry, FileDigest, _FLAT[f.name])
+            elif f.name in entry:
+                values[f.name] = entry[f.name]
+        return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
         """``{"group", "action", "path", "keep", "target", "status", "reason"}`` with display paths; the target of a
@@ -147,8 +178,7 @@ def plan(groups: Iterable[Group], action: Action, dest: str | None = None, *,
                 target: str | None = os.path.join(move_to, _relative(m.abspath, roots, names))
             else:
                 target = k.abspath if action in LINKS else None
-            steps.append(Step(g.number, action, m.abspath, k.abspath, target, m.size, m.mtime_ns, m.blake2b,
-                              k.size, k.mtime_ns, k.blake2b))
+            steps.append(Step(g.number, action, m.abspath, k.abspath, target, m.facts, k.facts))
     return steps
 
 
@@ -166,13 +196,14 @@ def check(step: Step, *, content: bool = True, _keepers: dict[str, Any] | None =
     str or None
         A one-line reason, e.g. "changed since it was indexed (modification time)".
     """
-    reason, st = unchanged(step.path, step.size, step.mtime_ns, step.blake2b, "the file", content=content)
+    facts, k_facts = step.facts, step.keeper_facts
+    reason, st = unchanged(step.path, facts.size, facts.mtime_ns, facts.blake2b, "the file", content=content)
     if reason:
         return reason
     cache = {} if _keepers is None else _keepers
     if step.keeper not in cache:
-        cache[step.keeper] = unchanged(step.keeper, step.keeper_size, step.keeper_mtime_ns, step.keeper_blake2b,
-                                        "its keeper", content=content, follow=True)
+        cache[step.keeper] = unchanged(step.keeper, k_facts.size, k_facts.mtime_ns, k_facts.blake2b, "its keeper",
+                                        content=content, follow=True)
     k_reason, k_st = cache[step.keeper]
     if k_reason:
         return k_reason
@@ -211,10 +242,10 @@ def _act(step: Step, backup: str | None) -> None:
     elif step.action == "move":
         assert step.target is not None
         os.makedirs(os.path.dirname(step.target), exist_ok=True)
-        transfer(step.path, step.target, step.blake2b)
+        transfer(step.path, step.target, step.facts.blake2b)
     else:
         assert backup is not None and step.target is not None
-        make_backup(step.path, backup, step.blake2b)
+        make_backup(step.path, backup, step.facts.blake2b)
         try:
             replace_with_link(step.path, step.target, symbolic=step.action == "symlink")
         except BaseException:
@@ -270,14 +301,14 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
             if full is not None:  # the disk is full: the rest is not attempted (and said so, if the journal can)
                 step.status, step.reason = "skipped", f"{NOT_ATTEMPTED}: {error_text(full)}"
                 with contextlib.suppress(OSError):
-                    journal.record(n, step)
+                    journal.record(n, step.entry())
                 if on_step is not None:
                     on_step(step)
                 continue
             step.reason = check(step, _keepers=keepers)
             if step.reason:
                 step.status = "skipped"
-                journal.record(n, step)
+                journal.record(n, step.entry())
             else:
                 if step.action in LINKS:
                     step.backup = os.path.relpath(journal.backup_path(n, step.path), os.path.dirname(journal.path))
@@ -289,13 +320,13 @@ def apply(steps: Sequence[Step], manifest: str, *, index: str, dest: str | None 
                         reserved = trash.reserve(step.path)
                     except OSError as e:
                         step.status, step.reason = "failed", error_text(e)
-                        journal.record(n, step)
+                        journal.record(n, step.entry())
                         if on_step is not None:
                             on_step(step)
                         continue
                     step.trash = [reserved.path, reserved.info]
                 step.status = "started"
-                journal.record(n, step)
+                journal.record(n, step.entry())
                 try:
                     _act(step, step.backup and os.path.join(os.path.dirname(journal.path), step.backup))
                     step.status = "done"

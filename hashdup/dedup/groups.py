@@ -4,6 +4,7 @@ each with its keeper (:mod:`hashdup.dedup.keepers`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -84,8 +85,8 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
         groups: list[Group] = []
         for ordered in ordered_parts:
             keeper = ordered[0]
-            members = [keeper] + [Member(**{**m.__dict__, "distance": judge.code_distance(keeper.id, m.id),
-                                            "match": judge.how(keeper.id, m.id) or "linked"}) for m in ordered[1:]]
+            members = [keeper] + [replace(m, distance=judge.code_distance(keeper.id, m.id),
+                                          match=judge.how(keeper.id, m.id) or "linked") for m in ordered[1:]]
             ids_arr = np.array([m.id for m in members])
             groups.append(Group(0, members, judge.max_code_distance(ids_arr)))
     finally:

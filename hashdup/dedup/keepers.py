@@ -27,13 +27,13 @@ def keep_key(policy: str):
     """Sort key putting the keeper first; ties broken by resolution, then size, then age, then path. The "original"
     policy needs the group's descriptors (:func:`original_keeper`); its key here is the fallback, "resolution"."""
     if policy in ("original", "resolution"):
-        return lambda m: (-m.pixels, -m.size, m.mtime_ns, m.path)
+        return lambda m: (-m.facts.pixels, -m.facts.size, m.facts.mtime_ns, m.path)
     if policy == "size":
-        return lambda m: (-m.size, -m.pixels, m.mtime_ns, m.path)
+        return lambda m: (-m.facts.size, -m.facts.pixels, m.facts.mtime_ns, m.path)
     if policy == "oldest":
-        return lambda m: (m.mtime_ns, -m.pixels, -m.size, m.path)
+        return lambda m: (m.facts.mtime_ns, -m.facts.pixels, -m.facts.size, m.path)
     if policy == "newest":
-        return lambda m: (-m.mtime_ns, -m.pixels, -m.size, m.path)
+        return lambda m: (-m.facts.mtime_ns, -m.facts.pixels, -m.facts.size, m.path)
     if policy == "path":
         return lambda m: (m.path,)
     raise ValueError(f"keep policy must be one of {', '.join(KEEP_POLICIES)}, got {policy!r}")
@@ -79,8 +79,8 @@ def original_keeper(members: Sequence[Member], distances: Callable[[int, list[in
 
     fidelity = fidelity or (lambda m: encoding_fidelity(m.abspath))
     key = keep_key("resolution")
-    most = max(m.pixels for m in members)
-    full = [m for m in members if m.pixels >= FULL_SIZE * most]
+    most = max(m.facts.pixels for m in members)
+    full = [m for m in members if m.facts.pixels >= FULL_SIZE * most]
     if len(full) == 1:
         return full[0]
     ids = sorted(m.id for m in members)
@@ -95,7 +95,7 @@ def original_keeper(members: Sequence[Member], distances: Callable[[int, list[in
     lossless = {m.id for m in central if score[m.id] >= 100.0}
     mixed = 0 < len(lossless) < len(central)
     return min(central, key=lambda m: (mixed and m.id in lossless, -round(score[m.id]), looks_like_copy(m.path),
-                                       m.mtime_ns, key(m)))
+                                       m.facts.mtime_ns, key(m)))
 
 
 #: Words by which people and programs name copies: "photo (1).jpg", "photo - Copy.jpg", "Copy of photo.jpg",

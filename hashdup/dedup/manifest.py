@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
+from collections.abc import Mapping
 from typing import Any
 
 from hashdup.errors import HashdupError
@@ -114,9 +114,9 @@ class ActionLog:
         self.f.flush()
         os.fsync(self.f.fileno())
 
-    def record(self, n: int, entry: Any, **extra: Any) -> None:
-        """Append entry ``n`` with every field of the dataclass instance ``entry`` (and ``extra``)."""
-        self.write({"n": n, **asdict(entry), **extra})
+    def record(self, n: int, entry: Mapping[str, Any]) -> None:
+        """Append entry ``n`` with every field of ``entry`` (see :meth:`hashdup.dedup.actions.Step.entry`)."""
+        self.write({"n": n, **entry})
 
     def backup_path(self, n: int, path: str) -> str:
         """Where entry ``n`` keeps the original of ``path``: ``<manifest>.files/<n:06d>-<file name>``, absolute."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hashdup.errors import IndexFileError
 from hashdup.io.catalogue import FileRecord, staleness
+from hashdup.io.facts import FileFacts
 from hashdup.io.walk import display_path
 
 if TYPE_CHECKING:
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Member:
-    """One image of a group, with what the catalogue recorded about its file when it was indexed.
+    """One image of a group, with what the catalogue recorded about its file when it was indexed (``facts``).
 
     ``distance`` is the Hamming distance from the keeper's code (0 for the keeper itself), ``match`` how the image
     was linked to its group: "keeper", "identical" (same bytes), "code" (code distance alone), "metric" (descriptor
@@ -26,18 +28,9 @@ class Member:
     id: int
     path: str
     abspath: str
-    size: int
-    mtime_ns: int
-    blake2b: str
-    width: int
-    height: int
-    format: str
+    facts: FileFacts
     distance: int = 0
     match: str = "keeper"
-
-    @property
-    def pixels(self) -> int:
-        return self.width * self.height
 
 
 @dataclass
@@ -61,7 +54,7 @@ class Group:
         """The members whose file vanished or changed since it was indexed (size, modification time), by path, with
         the reason (:func:`hashdup.io.catalogue.staleness`); looked at once per group."""
         if "stale" not in self.extra:
-            found = {m.path: staleness(m.abspath, m.size, m.mtime_ns) for m in self.members}
+            found = {m.path: staleness(m.abspath, m.facts) for m in self.members}
             self.extra["stale"] = {p: r for p, r in found.items() if r is not None}
         return self.extra["stale"]
 
@@ -86,7 +79,15 @@ class Group:
 
 
 def member(index: Index, rec: FileRecord, distance: int = 0, match: str = "keeper") -> Member:
+    """The member for the catalogue record of an indexed file.
+
+    Raises
+    ------
+    IndexFileError
+        When the record lacks some of the file's facts (only a damaged catalogue has such a record).
+    """
     cat = index.stored.catalogue
     path = cat.abspath(rec)
-    return Member(int(rec.indexed_id), display_path(path), path, int(rec.size or 0), int(rec.mtime_ns or 0),
-                  rec.blake2b or "", int(rec.width or 0), int(rec.height or 0), rec.format or "", distance, match)
+    if not isinstance(rec.facts, FileFacts):
+        raise IndexFileError(str(cat.path), f"indexed file {rec.indexed_id} lacks some of its recorded facts")
+    return Member(rec.indexed_id, display_path(path), path, rec.facts, distance, match)

@@ -85,7 +85,7 @@ def summarize(groups: Sequence[Group]) -> ReportStats:
     """Counts over the groups (see :class:`ReportStats`); thumbnails are counted while the page is made."""
     return ReportStats(groups=len(groups), images=sum(len(g.members) for g in groups),
                        duplicates=sum(len(g.duplicates) for g in groups),
-                       reclaimable_bytes=sum(m.size for g in groups for m in g.duplicates))
+                       reclaimable_bytes=sum(m.facts.size for g in groups for m in g.duplicates))
 
 
 def index_facts(info: dict[str, Any], **settings: Any) -> dict[str, str]:
@@ -145,12 +145,13 @@ def _member_html(m: Member, keeper: bool, thumb: Callable[[Member], tuple[str | 
         picture = f'<div class="thumb missing" role="img">cannot show this image: {text(reason)}</div>'
     badge = ('<span class="badge badge-keep">KEEP</span>' if keeper
              else '<span class="badge badge-dup">duplicate</span>')
-    facts = [("size", f'<span title="{m.size} bytes">{human_bytes(m.size)}</span>'),
-             ("resolution", f"{m.width}\u00d7{m.height}" if m.width and m.height else "unknown"),
-             ("format", text(m.format or "unknown")),
+    facts = m.facts
+    shown = [("size", f'<span title="{facts.size} bytes">{human_bytes(facts.size)}</span>'),
+             ("resolution", f"{facts.width}\u00d7{facts.height}" if facts.width and facts.height else "unknown"),
+             ("format", text(facts.format or "unknown")),
              ("distance", "0 (keeper)" if keeper else f"{m.distance} bit{'s' if m.distance != 1 else ''}"),
              ("match", text(MATCH_WORDS.get(m.match, m.match)))]
-    dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+    dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in shown)
     return (f'<figure class="member{" keeper" if keeper else ""}" data-id="{m.id}">{picture}'
             f'<figcaption>{badge}<p class="path">{text(m.path)}</p><dl class="facts">{dl}</dl></figcaption>'
             f"</figure>\n")

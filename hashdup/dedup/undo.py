@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from dataclasses import fields
 from typing import Any
 
 from hashdup.dedup.actions import Step, error_text, in_trash
@@ -34,11 +33,11 @@ def _undo_move(step: Step, started: bool) -> str | None:
         if started and not os.path.lexists(dst):  # killed before the move
             return None
         return "a file now exists at the original path; not overwritten"
-    reason, _ = unchanged(dst, step.size, None, step.blake2b, "the moved file")
+    reason, _ = unchanged(dst, step.facts.size, None, step.facts.blake2b, "the moved file")
     if reason:
         return reason
     os.makedirs(os.path.dirname(src), exist_ok=True)
-    transfer(dst, src, step.blake2b)
+    transfer(dst, src, step.facts.blake2b)
     return None
 
 
@@ -55,7 +54,7 @@ def _undo_link(step: Step, backup: str, started: bool) -> str | None:
         if started and st is not None and not _is_our_link(step, st):  # killed before the backup was made
             return None
         return f"the backup {display_path(backup)} is missing"
-    reason, b_st = unchanged(backup, step.size, None, step.blake2b, "the backup")
+    reason, b_st = unchanged(backup, step.facts.size, None, step.facts.blake2b, "the backup")
     if reason:
         return reason
     assert b_st is not None
@@ -65,12 +64,13 @@ def _undo_link(step: Step, backup: str, started: bool) -> str | None:
     if st is not None and not _is_our_link(step, st):
         return "the path is no longer the link hashdup made; not overwritten"
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    restore(backup, path, step.blake2b)
+    restore(backup, path, step.facts.blake2b)
     return None
 
 
 def _undo_delete(step: Step, started: bool) -> str | None:
-    intact = os.path.lexists(step.path) and unchanged(step.path, step.size, None, step.blake2b, "")[0] is None
+    facts = step.facts
+    intact = os.path.lexists(step.path) and unchanged(step.path, facts.size, None, facts.blake2b, "")[0] is None
     if step.trash is None:
         if started and intact:
             return None  # killed before the file was deleted
@@ -83,14 +83,11 @@ def _undo_delete(step: Step, started: bool) -> str | None:
         return "a file now exists at the original path; not overwritten"
     if not os.path.lexists(where.path):
         return f"{display_path(where.path)} is no longer in the trash (emptied, or restored by hand)"
-    reason, _ = unchanged(where.path, step.size, None, step.blake2b, "the file in the trash")
+    reason, _ = unchanged(where.path, facts.size, None, facts.blake2b, "the file in the trash")
     if reason:
         return reason
     trash.put_back(where, step.path)
     return None
-
-
-_STEP_FIELDS = {f.name for f in fields(Step)}
 
 
 def _undo_one(step: Step, header: dict[str, Any], folder: str) -> str | None:
@@ -106,7 +103,7 @@ def _undo_one(step: Step, header: dict[str, Any], folder: str) -> str | None:
         reason = _undo_link(step, os.path.join(folder, step.backup), started)
     else:
         reason = "the manifest names no backup"
-    if reason is None and file_digest(step.path) != step.blake2b:
+    if reason is None and file_digest(step.path) != step.facts.blake2b:
         reason = "the restored file differs from the indexed one"
     return reason
 
@@ -140,8 +137,8 @@ def undo(manifest: str, *, on_step: Any = None) -> list[Step]:
             if e.get("status") not in ("started", "done", "undone"):
                 continue  # skipped or failed at the time: nothing was changed
             try:
-                step = Step(**{k: v for k, v in e.items() if k in _STEP_FIELDS})
-            except TypeError:
+                step = Step.from_entry(e)
+            except (KeyError, TypeError):
                 raise ManifestError(f"{manifest}: entry {n} is incomplete") from None
             if step.status == "undone":
                 step.reason = "already undone"

@@ -37,6 +37,7 @@ from hashdup.extract import STORED_DTYPE, Extracted, extract
 from hashdup.indexing.previous import Previous, open_previous
 from hashdup.io.atomic import file_digest
 from hashdup.io.catalogue import FileRecord
+from hashdup.io.facts import FileDigest, FileFacts, columns
 from hashdup.io.featurefile import LocalFeatures
 from hashdup.io.journal import Journal, in_doubt
 from hashdup.io.store import kill_point
@@ -119,17 +120,12 @@ def collect(found: WalkResult, index_dir: str | os.PathLike[str], settings: dict
 
 @dataclass(frozen=True)
 class _Kept:
-    """A file's record with its descriptor and local features: ``row`` is its id in the previous index (whose files
+    """A file's facts with its descriptor and local features: ``row`` is its id in the previous index (whose files
     hold them, reused without decoding), or a descriptor row (from the journal, or extracted by this run) given
     with its ``local`` features."""
 
     origin: Literal["previous", "journal", "extracted"]
-    size: int
-    mtime_ns: int
-    blake2b: str
-    width: int
-    height: int
-    format: str
+    facts: FileFacts
     row: int | NDArray[np.float16]
     local: LocalFeatures | None = None  # set when row is a descriptor row
 
@@ -153,7 +149,7 @@ def _gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Pr
         for path, old in prev.records.items():
             gone = _from_record(old) if path not in walked else None
             if gone is not None:
-                vanished.setdefault((gone.size, gone.mtime_ns), []).append(gone)
+                vanished.setdefault((gone.facts.size, gone.facts.mtime_ns), []).append(gone)
     for i, key in enumerate(keys):
         try:
             st = os.stat(key)
@@ -165,11 +161,10 @@ def _gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Pr
         same = _from_record(rec) if rec is not None else None
         row = journaled.get(key)
         checked: int | None
-        if same is not None and (same.size, same.mtime_ns) == sig:
+        if same is not None and (same.facts.size, same.facts.mtime_ns) == sig:
             candidate, checked = same, prev.started_ns
-        elif row is not None and (row.size, row.mtime_ns) == sig:
-            candidate = _Kept("journal", row.size, row.mtime_ns, row.blake2b, row.width, row.height, row.format,
-                              row.descriptor, row.local)
+        elif row is not None and (row.facts.size, row.facts.mtime_ns) == sig:
+            candidate = _Kept("journal", row.facts, row.descriptor, row.local)
             checked = row.checked_ns
         elif sig in vanished:
             doubtful.append((i, vanished[sig]))
@@ -177,7 +172,7 @@ def _gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Pr
         else:
             todo.append(i)
             continue
-        if in_doubt(candidate.mtime_ns, checked):
+        if in_doubt(candidate.facts.mtime_ns, checked):
             doubtful.append((i, [candidate]))
         else:
             kept[i] = candidate
@@ -189,7 +184,7 @@ def _gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Pr
             todo.append(i)
             continue
         counts.rehashed += 1
-        kept[i] = next((c for c in candidates if c.blake2b == digest), None)
+        kept[i] = next((c for c in candidates if c.facts.blake2b == digest), None)
         if kept[i] is None:
             todo.append(i)
     todo.sort()
@@ -200,11 +195,10 @@ def _gather(found: WalkResult, desc: Descriptor, local: LocalExtractor, prev: Pr
 
 def _from_record(rec: FileRecord) -> _Kept | None:
     """The previous index's record of a file as a :class:`_Kept`; None for a file it did not index, or whose record
-    lacks a field (a damaged catalogue: the file is described again)."""
-    if (rec.id is None or rec.size is None or rec.mtime_ns is None or rec.blake2b is None or rec.width is None
-            or rec.height is None or rec.format is None):
+    lacks a fact (a damaged catalogue: the file is described again)."""
+    if rec.id is None or not isinstance(rec.facts, FileFacts):
         return None
-    return _Kept("previous", rec.size, rec.mtime_ns, rec.blake2b, rec.width, rec.height, rec.format, rec.id)
+    return _Kept("previous", rec.facts, rec.id)
 
 
 def _extract(keys: list[str], todo: list[int], desc: Descriptor, local: LocalExtractor, journal: Journal,
@@ -222,12 +216,11 @@ def _extract(keys: list[str], todo: list[int], desc: Descriptor, local: LocalExt
             counts.skipped.append((display_path(keys[i]), r.error))
             on_problem(display_path(keys[i]), r.error)
         elif not r.ignored:
-            if (r.size is None or r.mtime_ns is None or r.blake2b is None or r.width is None or r.height is None
-                    or r.format is None or r.descriptor is None):  # extract() sets them all for a described file
+            if not isinstance(r.facts, FileFacts) or r.descriptor is None:  # extract() sets both for a described file
                 raise RuntimeError(f"extraction returned an incomplete result for {display_path(keys[i])}: {r!r}")
             row = np.asarray(r.descriptor).astype(STORED_DTYPE)
-            out[i] = _Kept("extracted", r.size, r.mtime_ns, r.blake2b, r.width, r.height, r.format, row, r.local)
-            journal.add(keys[i], r.size, r.mtime_ns, checked_ns, r.blake2b, r.width, r.height, r.format, row, r.local)
+            out[i] = _Kept("extracted", r.facts, row, r.local)
+            journal.add(keys[i], r.facts, checked_ns, row, r.local)
             counts.decoded += 1
         progress("describing", done, len(paths))
     journal.commit()
@@ -249,24 +242,23 @@ def _assemble(found: WalkResult, keys: list[str], kept: list[_Kept | None], extr
         k = kept_i if kept_i is not None else extracted[i]
         if not isinstance(k, _Kept):  # an Extracted that was ignored or failed
             if k.error is not None:
-                records.append(FileRecord(None, f.root, f.relpath, k.size, k.mtime_ns, status="error", error=k.error))
+                records.append(FileRecord(None, f.root, f.relpath, k.facts, status="error", error=k.error))
             else:
                 counts.ignored += 1
             continue
         counts.resumed += k.origin == "journal"
-        records.append(FileRecord(n_ok, f.root, f.relpath, k.size, k.mtime_ns, k.blake2b, k.width, k.height,
-                                  k.format))
+        records.append(FileRecord(n_ok, f.root, f.relpath, k.facts))
         if isinstance(k.row, np.ndarray):  # journaled or extracted
             assert k.local is not None  # both always come with local features (collect gives a LocalExtractor)
             feats.append(k.local)
         else:  # origin "previous": only a reusable previous index (features and descriptors open) gives those
             assert prev.features is not None
             feats.append(prev.features[int(k.row)])  # a view of the old file
-        if k.blake2b in first_by_hash:
-            copies.append((n_ok, first_by_hash[k.blake2b]))
+        if k.facts.blake2b in first_by_hash:
+            copies.append((n_ok, first_by_hash[k.facts.blake2b]))
             counts.exact_duplicates += 1
         else:
-            first_by_hash[k.blake2b] = n_ok
+            first_by_hash[k.facts.blake2b] = n_ok
             if isinstance(k.row, np.ndarray):
                 from_array.append((n_ok, k.row))
             else:
@@ -300,8 +292,8 @@ def _count(records: list[FileRecord], keys: list[str], found: WalkResult, kept: 
         if old is None:
             counts.added += 1
         elif (k is not None and k.origin == "previous" and k.row == old.id) or (
-                (old.status, old.size, old.mtime_ns, old.blake2b, old.error)
-                == (r.status, r.size, r.mtime_ns, r.blake2b, r.error)):
+                (old.status, columns(old.facts, FileDigest), old.error)
+                == (r.status, columns(r.facts, FileDigest), r.error)):
             counts.unchanged += 1
         else:
             counts.updated += 1

@@ -14,6 +14,7 @@ from hashdup.errors import HashdupError
 from hashdup.extract import describe_images
 from hashdup.indexing.collect import Progress
 from hashdup.io.catalogue import FileRecord
+from hashdup.io.facts import FileDigest
 from hashdup.supervision import (
     PathIndex,
     Supervision,
@@ -44,7 +45,8 @@ def training_set(enc: BaseEncoder, X: NDArray[np.float32], ok: list[FileRecord],
         return Training(X, None, pairs, f"pairs: {int(pairs.similar.sum())} similar, {int((~pairs.similar).sum())} "
                                         "dissimilar")
     if enc.supervision != "none" and sup.self_supervised:
-        return edit_pairs(X, abspaths, [r.blake2b for r in ok], desc, describe_images, n_edits=sup.n_edits, seed=seed,
+        hashes = [r.facts.blake2b if isinstance(r.facts, FileDigest) else None for r in ok]
+        return edit_pairs(X, abspaths, hashes, desc, describe_images, n_edits=sup.n_edits, seed=seed,
                           progress=lambda done, total: progress("editing", done, total))
     if enc.supervision == "required":
         raise HashdupError(f"the {enc.name} encoder learns from supervision: give --labels, --labels-from-dirs or "

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from hashdup.errors import IndexFileError
 from hashdup.io.atomic import atomic_path
+from hashdup.io.facts import FileStat, columns, from_columns, names
 
 SCHEMA_VERSION = 1
 
@@ -38,17 +39,13 @@ CREATE INDEX files_hash ON files(blake2b) WHERE id IS NOT NULL;
 
 @dataclass(frozen=True)
 class FileRecord:
-    """One catalogue row (see the ``files`` table)."""
+    """One catalogue row (see the ``files`` table): ``facts`` are a :class:`~hashdup.io.facts.FileFacts` for an
+    indexed file, for a skipped one its :class:`~hashdup.io.facts.FileStat` (None when it could not be taken)."""
 
     id: int | None
     root: int
     path: str
-    size: int | None = None
-    mtime_ns: int | None = None
-    blake2b: str | None = None
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
+    facts: FileStat | None = None
     status: str = "ok"
     error: str | None = None
 
@@ -66,7 +63,9 @@ class FileRecord:
         return self.id
 
 
-_COLUMNS = ", ".join(f.name for f in fields(FileRecord))
+#: The ``files`` columns, in the order of the table: FileRecord's fields with its facts' fields in place of ``facts``.
+_NAMES = tuple(name for f in fields(FileRecord) for name in (names() if f.name == "facts" else (f.name,)))
+_COLUMNS = ", ".join(_NAMES)
 
 
 def _enc(path: str) -> bytes:
@@ -74,9 +73,8 @@ def _enc(path: str) -> bytes:
 
 
 def _row_to_record(row: tuple) -> FileRecord:
-    values = list(row)
-    values[2] = os.fsdecode(bytes(values[2]))
-    return FileRecord(*values)
+    id_, root, path, *facts, status, error = row
+    return FileRecord(id_, root, os.fsdecode(bytes(path)), from_columns(facts), status, error)
 
 
 class Catalogue:
@@ -184,21 +182,20 @@ def write_catalogue(path: str | os.PathLike[str], roots: list[str], records: Ite
             db.executescript(_SCHEMA)
             db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.executemany("INSERT INTO roots VALUES (?, ?)", [(i, _enc(r)) for i, r in enumerate(roots)])
-            marks = ",".join("?" * len(fields(FileRecord)))
+            marks = ",".join("?" * len(_NAMES))
             db.executemany(f"INSERT INTO files ({_COLUMNS}) VALUES ({marks})",
-                           ((r.id, r.root, _enc(r.path), r.size, r.mtime_ns, r.blake2b, r.width, r.height, r.format,
-                             r.status, r.error) for r in records))
+                           ((r.id, r.root, _enc(r.path), *columns(r.facts), r.status, r.error) for r in records))
             db.commit()
         finally:
             db.close()
 
 
-def staleness(path: str, size: int | None, mtime_ns: int | None) -> str | None:
-    """Why the file at ``path`` is no longer the one that was indexed with this ``size`` and modification time
-    (``mtime_ns``), as the actions' check words it (:func:`hashdup.dedup.manifest.unchanged`, a cheap look: size and
-    time, the content is not read, a symbolic link is followed); None when both are as recorded."""
+def staleness(path: str, stat: FileStat | None) -> str | None:
+    """Why the file at ``path`` is no longer the one that was indexed with this size and modification time
+    (``stat``), as the actions' check words it (:func:`hashdup.io.fileops.unchanged`, a cheap look: size and
+    time, the content is not read, a symbolic link is followed); None when both are as recorded, or not known."""
     from hashdup.io.fileops import unchanged
 
-    if size is None:
+    if stat is None:
         return None
-    return unchanged(path, size, mtime_ns, "", "the file", content=False, follow=True)[0]
+    return unchanged(path, stat.size, stat.mtime_ns, "", "the file", content=False, follow=True)[0]

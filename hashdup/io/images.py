@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from hashdup.errors import ImageError
+from hashdup.io.facts import FileStat, stat_of
 
 #: Largest image, in pixels, that hashdup decodes (Pillow's own decompression-bomb error threshold).
 MAX_PIXELS = 2 * 89_478_485
@@ -124,11 +125,10 @@ class DecodedImage:
 
 @dataclass(frozen=True)
 class FileBytes:
-    """A file's content with the size and modification time of the file it was read from."""
+    """A file's content with the size and modification time (``stat``) of the file it was read from."""
 
     data: bytes
-    size: int
-    mtime_ns: int
+    stat: FileStat
 
 
 @overload
@@ -200,7 +200,7 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES, *,
         raise ImageError(spath, f"cannot read file: {e.strerror or e}") from e
     if len(data) > max_bytes:
         raise ImageError(spath, f"file too large (over {max_bytes} bytes)")
-    return FileBytes(data, st.st_size, st.st_mtime_ns)
+    return FileBytes(data, stat_of(st))
 
 
 def decode(data: bytes, size: int, *, name: str = "<bytes>", max_pixels: int = MAX_PIXELS,

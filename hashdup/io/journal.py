@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hashdup.errors import HashdupError
+from hashdup.io.facts import FileFacts, columns, names
 from hashdup.io.featurefile import LocalFeatures
 
 JOURNAL = "journal.sqlite"
@@ -50,6 +51,9 @@ CREATE TABLE IF NOT EXISTS files (
     local      BLOB                -- LocalFeatures.to_bytes()
 );
 """
+#: The columns of a row as read and written here: its own, then its facts' (:func:`hashdup.io.facts.names`).
+_ROW_NAMES = ("path", "checked_ns", "descriptor", "local", *names())
+_ROW, _MARKS = ", ".join(_ROW_NAMES), ", ".join("?" * len(_ROW_NAMES))
 
 
 def in_doubt(mtime_ns: int, checked_ns: int | None, granularity_ns: int = DOUBT_NS) -> bool:
@@ -64,15 +68,11 @@ def in_doubt(mtime_ns: int, checked_ns: int | None, granularity_ns: int = DOUBT_
 
 @dataclass(frozen=True)
 class JournalRow:
-    """A described file as journaled."""
+    """A described file as journaled: its facts, when it was read (``checked_ns``, see :func:`in_doubt`), its
+    descriptor row and local features."""
 
-    size: int
-    mtime_ns: int
+    facts: FileFacts
     checked_ns: int
-    blake2b: str
-    width: int
-    height: int
-    format: str
     descriptor: NDArray[np.float16]
     local: LocalFeatures | None = None
 
@@ -141,9 +141,7 @@ class Journal:
     def _read(self) -> dict[str, JournalRow]:
         out: dict[str, JournalRow] = {}
         row_bytes = 2 * self.n_features
-        for path, size, mtime_ns, checked_ns, blake2b, width, height, fmt, blob, local in self.db.execute(
-                "SELECT path, size, mtime_ns, checked_ns, blake2b, width, height, format, descriptor, local "
-                "FROM files"):
+        for path, checked_ns, blob, local, *facts in self.db.execute(f"SELECT {_ROW} FROM files"):
             if isinstance(blob, bytes) and len(blob) == row_bytes:
                 try:
                     feats = LocalFeatures.from_bytes(local)
@@ -151,7 +149,7 @@ class Journal:
                     continue
                 if not self._fits(feats):
                     continue
-                out[os.fsdecode(bytes(path))] = JournalRow(size, mtime_ns, checked_ns, blake2b, width, height, fmt,
+                out[os.fsdecode(bytes(path))] = JournalRow(FileFacts(*facts), checked_ns,
                                                            np.frombuffer(blob, dtype="<f2"), feats)
         return out
 
@@ -161,10 +159,10 @@ class Journal:
         return (max(feats.frame_shape) == limits.get("frame") and len(feats.keypoints) <= limits.get("n_keypoints", 0)
                 and 0 < feats.thumb.size <= limits.get("thumb_pixels", 0))
 
-    def add(self, path: str, size: int, mtime_ns: int, checked_ns: int, blake2b: str, width: int, height: int,
-            format: str, descriptor: NDArray[np.floating], local: LocalFeatures | None = None) -> None:
-        """Journal one described file (and its local features); commits every ``commit_every`` rows or once a
-        second.
+    def add(self, path: str, facts: FileFacts, checked_ns: int, descriptor: NDArray[np.floating],
+            local: LocalFeatures | None = None) -> None:
+        """Journal one described file (its facts, descriptor and local features); commits every ``commit_every``
+        rows or once a second.
 
         Raises
         ------
@@ -175,9 +173,9 @@ class Journal:
         try:
             if self._pending == 0:
                 self.db.execute("BEGIN")
-            self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (os.fsencode(path), size, mtime_ns, checked_ns, blake2b, width, height, format, blob,
-                             local.to_bytes() if local is not None else None))
+            self.db.execute(f"INSERT OR REPLACE INTO files ({_ROW}) VALUES ({_MARKS})",
+                            (os.fsencode(path), checked_ns, blob, local.to_bytes() if local is not None else None,
+                             *columns(facts)))
         except sqlite3.Error as e:
             raise HashdupError(f"cannot write the journal {self.path}: {e}") from e
         self._pending += 1
