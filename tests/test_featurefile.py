@@ -176,25 +176,36 @@ def test_verdicts_round_trip_and_are_pruned_to_present_files(tmp_path):
 
 
 def test_verdict_rows_are_written_as_a_row_at_a_time_writes_them(tmp_path):
-    """save() fills the file column by column; the rows equal those of a row-by-row oracle, sorted by key."""
+    """save() fills the file column by column and merges the new verdicts with the stored ones; the rows equal those
+    of a row-by-row oracle sorted by key, a verdict put again replaces the stored one, and every verdict reads
+    back (looked up by binary search in the stored rows)."""
     from hashdup.io.verdicts import REASONS, ROW
 
     rng = np.random.default_rng(5)
     hashes = [bytes(rng.integers(0, 256, 16, dtype=np.uint8)) for _ in range(40)]
-    store = VerdictStore(tmp_path, {"a": 1})
-    for _ in range(300):
-        a, b = (hashes[int(x)] for x in rng.choice(40, 2, replace=False))
-        store.put(a, b, int(rng.integers(0, 3)), (bool(rng.integers(2)), bool(rng.integers(2)),
-                                                  REASONS[int(rng.integers(len(REASONS)))], int(rng.integers(0, 500)),
-                                                  float(rng.random()), float(rng.random())))
-    assert store.save(hashes)
-    keys = sorted(store._known)
-    want = np.zeros(len(keys), dtype=ROW)
-    for n, k in enumerate(keys):
-        same, mirrored, reason, inliers, r_ncc, overlap = store._known[k]
+    hashes[1] = hashes[0][:8] + bytes(8)  # two hashes with the same first 8 bytes
+    known = {}
+    for round_ in range(3):  # the second and third rounds add to, and replace some of, what the first stored
+        store = VerdictStore(tmp_path, {"a": 1})
+        assert len(store) == len(known)
+        for _ in range(300):
+            a, b = (hashes[int(x)] for x in rng.choice(40, 2, replace=False))
+            value = (bool(rng.integers(2)), bool(rng.integers(2)), REASONS[int(rng.integers(len(REASONS)))],
+                     int(rng.integers(0, 500)), float(np.float32(rng.random())), float(np.float32(rng.random())))
+            key = (a, b, int(rng.integers(0, 3)))
+            store.put(*key, value)
+            known[key] = value
+        assert store.save(hashes), round_
+        assert len(VerdictStore(tmp_path, {"a": 1})) == len(known)
+    want = np.zeros(len(known), dtype=ROW)
+    for n, k in enumerate(sorted(known)):
+        same, mirrored, reason, inliers, r_ncc, overlap = known[k]
         want[n] = (np.frombuffer(k[0], np.uint8), np.frombuffer(k[1], np.uint8), k[2], same, mirrored,
                    REASONS.index(reason), inliers, r_ncc, overlap)
     assert (tmp_path / FILENAME).read_bytes()[-want.nbytes :] == want.tobytes()
+    again = VerdictStore(tmp_path, {"a": 1})
+    assert all(again.get(*k) == v for k, v in known.items())
+    assert again.get(hashes[0], hashes[0], 0) is None and again.get(b"short", hashes[0], 0) is None
 
 
 def test_verdicts_of_other_settings_or_damaged_are_ignored(tmp_path):
