@@ -124,18 +124,25 @@ def test_info_counts_the_feature_bytes_per_image(library):
     assert 0 < feats["bytes_per_image"] <= 16 * 1024
 
 
-def test_an_index_without_features_asks_for_a_new_index_run(library):
-    folder, index_dir = library
-    pipeline.build_index([folder], index_dir, workers=1)
-    manifest = json.loads((index_dir / "index.json").read_text())
-    del manifest["files"]["features"]
+def _dedup_after(index_dir, edit) -> subprocess.CompletedProcess:
+    """``hashdup dedup`` (a fresh process) on the index after ``edit(manifest)``, its checksum made right again;
+    checks that it failed with nothing on stdout."""
     from hashdup.io import store
 
+    manifest = json.loads((index_dir / "index.json").read_text())
+    edit(manifest)
     manifest["checksum"] = store._manifest_checksum(manifest)
     (index_dir / "index.json").write_text(json.dumps(manifest))
     result = subprocess.run([sys.executable, "-m", "hashdup", "dedup", "--index", str(index_dir)],
                             capture_output=True, text=True)
     assert result.returncode == 1 and result.stdout == ""
+    return result
+
+
+def test_an_index_without_features_asks_for_a_new_index_run(library):
+    folder, index_dir = library
+    pipeline.build_index([folder], index_dir, workers=1)
+    result = _dedup_after(index_dir, lambda m: m["files"].pop("features"))
     assert "no local features" in result.stderr and "`hashdup index` again" in result.stderr
     summary = pipeline.build_index([folder], index_dir, workers=1)  # an older index is rebuilt, not reused
     assert "no local features" in summary.rebuild and summary.decoded == summary.indexed
@@ -148,15 +155,7 @@ def test_features_of_an_older_format_are_rewritten_not_reused(library):
     the command that mends it, and the next index run extracts the features again instead of reusing them."""
     folder, index_dir = library
     pipeline.build_index([folder], index_dir, workers=1)
-    manifest = json.loads((index_dir / "index.json").read_text())
-    del manifest["descriptor"]["feature_format"]  # as hashdup wrote it with format 1
-    from hashdup.io import store
-
-    manifest["checksum"] = store._manifest_checksum(manifest)
-    (index_dir / "index.json").write_text(json.dumps(manifest))
-    result = subprocess.run([sys.executable, "-m", "hashdup", "dedup", "--index", str(index_dir)],
-                            capture_output=True, text=True)
-    assert result.returncode == 1 and result.stdout == ""
+    result = _dedup_after(index_dir, lambda m: m["descriptor"].pop("feature_format"))  # as format 1 wrote it
     assert "stored in format 1" in result.stderr and "`hashdup index` again" in result.stderr
     summary = pipeline.build_index([folder], index_dir, workers=1)
     assert "format 1" in summary.rebuild and summary.decoded == summary.indexed

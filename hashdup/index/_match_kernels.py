@@ -124,6 +124,30 @@ def _pair_distances(A, B, i, j):  # pragma: no cover - compiled
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _correlation(n, sa, sb, saa, sbb, sab):  # pragma: no cover - compiled
+    """The correlation of ``n`` pixel pairs from their sums (0 when either side is constant)."""
+    r = 0.0
+    if n > 0:
+        da, db = saa - sa * sa / n, sbb - sb * sb / n
+        if da > 0 and db > 0:
+            den = np.sqrt(da * db)
+            if den > 1e-9:
+                r = (sab - sa * sb / n) / den
+    return r
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _block_agrees(ba, bb, baa, bbb, bab, m, block, agree):  # pragma: no cover - compiled
+    """(textured, agreeing) of one block of ``m`` pixels from its sums: whether both sides are textured (flat
+    blocks say nothing), and then whether they correlate at ``agree`` or more."""
+    va_ = max(baa - ba * ba / m, 0.0)
+    vb_ = max(bbb - bb * bb / m, 0.0)
+    if np.sqrt(va_) > 0.1 * block and np.sqrt(vb_) > 0.1 * block:
+        return 1, int((bab - ba * bb / m) / np.sqrt(va_ * vb_) >= agree)
+    return 0, 0
+
+
 @njit(cache=True, nogil=True)
 def _photometric_scores(a, b, block, agree):  # pragma: no cover - compiled
     """One pass over two float32 images, ``b`` NaN outside the overlap: the number of valid pixels, their
@@ -190,20 +214,10 @@ def _photometric_scores(a, b, block, agree):  # pragma: no cover - compiled
                 bab += cab[x]
             if not full:
                 continue
-            va_ = max(baa - ba * ba / m, 0.0)
-            vb_ = max(bbb - bb * bb / m, 0.0)
-            if np.sqrt(va_) > 0.1 * block and np.sqrt(vb_) > 0.1 * block:  # flat blocks say nothing
-                textured += 1
-                if (bab - ba * bb / m) / np.sqrt(va_ * vb_) >= agree:
-                    agreeing += 1
-    r = 0.0
-    if n > 0:
-        da, db = saa - sa * sa / n, sbb - sb * sb / n
-        if da > 0 and db > 0:
-            den = np.sqrt(da * db)
-            if den > 1e-9:
-                r = (sab - sa * sb / n) / den
-    return int(n), r, (agreeing / textured if textured >= 8 else 0.0)
+            t, g = _block_agrees(ba, bb, baa, bbb, bab, m, block, agree)
+            textured += t
+            agreeing += g
+    return int(n), _correlation(n, sa, sb, saa, sbb, sab), (agreeing / textured if textured >= 8 else 0.0)
 
 
 @njit(cache=True, nogil=True)
@@ -257,22 +271,12 @@ def _photometric_scores_i8(thumbs, oa, ob, h, w, mirrored, block, agree, step): 
             if y1 - y0 < block or x1 - x0 < block:
                 continue
             ba, bb, baa, bbb, bab = ia * s1, ib * s1, iaa * s2, ibb * s2, iab * s2
-            va_ = max(baa - ba * ba / m, 0.0)
-            vb_ = max(bbb - bb * bb / m, 0.0)
-            if np.sqrt(va_) > 0.1 * block and np.sqrt(vb_) > 0.1 * block:  # flat blocks say nothing
-                textured += 1
-                if (bab - ba * bb / m) / np.sqrt(va_ * vb_) >= agree:
-                    agreeing += 1
+            t, g = _block_agrees(ba, bb, baa, bbb, bab, m, block, agree)
+            textured += t
+            agreeing += g
     n = np.float64(h * w)
     sa, sb, saa, sbb, sab = ta * s1, tb * s1, taa * s2, tbb * s2, tab * s2
-    r = 0.0
-    if n > 0:
-        da, db = saa - sa * sa / n, sbb - sb * sb / n
-        if da > 0 and db > 0:
-            den = np.sqrt(da * db)
-            if den > 1e-9:
-                r = (sab - sa * sb / n) / den
-    return int(n), r, (agreeing / textured if textured >= 8 else 0.0)
+    return int(n), _correlation(n, sa, sb, saa, sbb, sab), (agreeing / textured if textured >= 8 else 0.0)
 
 
 @njit(cache=True, nogil=True)
