@@ -297,6 +297,9 @@ def test_code_distance_does_not_depend_on_the_order_of_the_pair(planted):
         wrong = [(int(i), int(j), int(got[i, j]), int(expected[i, j]))
                  for i, j in zip(*np.nonzero(got != expected), strict=True)]
         assert wrong == [], f"mirror={mirror}: (i, j, code_distance, expected) {wrong[:6]} ({len(wrong)} in all)"
+        rows = np.array([judge.code_distances(i, range(n)) for i in range(n)])  # one batch per image
+        np.testing.assert_array_equal(rows, expected)
+        assert judge.code_distances(0, []).shape == (0,)
         if mirror:  # the mirrored codes, encoded two at a time above, equal those of the whole index at once
             assert "mirror_codes" not in judge.__dict__
             assert judge.mirror_codes is not None

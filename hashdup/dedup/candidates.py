@@ -84,17 +84,17 @@ class Candidates:
     @cached_property
     def mirror_codes(self) -> NDArray[np.uint8] | None:
         """The codes of every image's mirrored descriptor (None without mirroring), computed on first use: a dedup
-        that reuses stored decisions never needs all of them (:meth:`code_distance` encodes the two it asks for)."""
+        that reuses stored decisions never needs all of them (:meth:`code_distances` encodes those it asks for)."""
         return self._mirror_codes() if self.mirror else None
 
-    def _mirror_code(self, i: int) -> NDArray[np.uint8]:
-        """Image ``i``'s mirrored code, from :attr:`mirror_codes` when computed, else encoded alone (an encoder gives
-        a row the same code alone as in any batch)."""
+    def _mirror_rows(self, ids: NDArray[np.int64]) -> NDArray[np.uint8]:
+        """The mirrored codes of images ``ids``, from :attr:`mirror_codes` when computed, else encoded in one batch
+        (an encoder gives a row the same code alone as in any batch)."""
         if "mirror_codes" in self.__dict__ and self.mirror_codes is not None:
-            return self.mirror_codes[i : i + 1]
+            return np.asarray(self.mirror_codes[ids])
         if self.perm is None:
             raise ValueError("mirrored codes asked for with mirroring off")
-        return self.index.encoder.encode(np.ascontiguousarray(self.X[i : i + 1][:, self.perm]))
+        return self.index.encoder.encode(np.ascontiguousarray(self.X[ids][:, self.perm]))
 
     def _mirror_codes(self) -> NDArray[np.uint8]:
         out = np.empty_like(np.asarray(self.codes[:0]), shape=self.codes.shape)
@@ -281,11 +281,17 @@ class Candidates:
 
     def code_distance(self, i: int, j: int) -> int:
         """Hamming distance of two images' codes (the smaller of plain and mirrored, when mirroring)."""
-        a = np.asarray(self.codes[i : i + 1])
-        d = int(bits.hamming(a, np.asarray(self.codes[j : j + 1]))[0, 0])
-        if self.mirror:  # either image mirrored; LSH of a mirror is not exactly symmetric
-            d = min(d, int(bits.hamming(a, self._mirror_code(j))[0, 0]),
-                    int(bits.hamming(self._mirror_code(i), np.asarray(self.codes[j : j + 1]))[0, 0]))
+        return int(self.code_distances(i, [j])[0])
+
+    def code_distances(self, i: int, js: Iterable[int]) -> NDArray[np.int64]:
+        """:meth:`code_distance` of image ``i`` to each of images ``js``, in one batch (the mirrored codes of the
+        images asked for are encoded together when the index's are not all computed)."""
+        js = np.fromiter(js, dtype=np.int64)
+        a, b = np.asarray(self.codes[i : i + 1]), np.asarray(self.codes[js])
+        d = bits.hamming(a, b)[0].astype(np.int64)
+        if self.mirror and len(js):  # either image mirrored; LSH of a mirror is not exactly symmetric
+            mirrored = self._mirror_rows(np.append(js, i))
+            d = np.minimum(d, np.minimum(bits.hamming(a, mirrored[:-1])[0], bits.hamming(mirrored[-1:], b)[0]))
         return d
 
     def max_code_distance(self, ids: NDArray[np.int64]) -> int:

@@ -12,6 +12,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from hashdup.dedup.keepers import KeepPolicy, keep_key, order_members
 from hashdup.dedup.members import Group, Member, member
+from hashdup.io.fidelity import encoding_fidelity
 
 if TYPE_CHECKING:
     from hashdup.opened import Index
@@ -65,9 +66,15 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
     keep_key(keep)  # a usage error before any work
     judge = PairJudge(index, radius, mirror=mirror, verify=verify, progress=progress)
     distances = judge.plain_distances
+    fidelities: dict[int, float] = {}  # read from each file's header once, though a member is ordered twice
+
+    def fidelity(m: Member) -> float:
+        if m.id not in fidelities:
+            fidelities[m.id] = encoding_fidelity(m.abspath)
+        return fidelities[m.id]
 
     def choose(members: Sequence[Member]) -> Member:
-        return order_members(members, keep, distances)[0]
+        return order_members(members, keep, distances, fidelity)[0]
 
     try:
         i, j = judge.linked_pairs()
@@ -80,13 +87,14 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
                 parts.append(ids.tolist())
             else:
                 parts.extend(_split(ids.tolist(), recs, choose, judge, complete=linkage == "complete", edges=(i, j)))
-        ordered_parts = [order_members([recs[m] for m in part], keep, distances) for part in parts]
+        ordered_parts = [order_members([recs[m] for m in part], keep, distances, fidelity) for part in parts]
         judge.prefetch((o[0].id, m.id) for o in ordered_parts for m in o[1:])  # how each member matches its keeper
         groups: list[Group] = []
         for ordered in ordered_parts:
             keeper = ordered[0]
-            members = [keeper] + [replace(m, distance=judge.code_distance(keeper.id, m.id),
-                                          match=judge.how(keeper.id, m.id) or "linked") for m in ordered[1:]]
+            near = judge.code_distances(keeper.id, (m.id for m in ordered[1:])).tolist()
+            members = [keeper] + [replace(m, distance=d, match=judge.how(keeper.id, m.id) or "linked")
+                                  for m, d in zip(ordered[1:], near, strict=True)]
             ids_arr = np.array([m.id for m in members])
             groups.append(Group(0, members, judge.max_code_distance(ids_arr)))
     finally:

@@ -40,15 +40,16 @@ def keep_key(policy: str):
 
 
 def order_members(members: Sequence[Member], keep: KeepPolicy = "resolution",
-                  distances: Callable[[int, list[int]], NDArray[np.float64]] | None = None) -> list[Member]:
+                  distances: Callable[[int, list[int]], NDArray[np.float64]] | None = None,
+                  fidelity: Callable[[Member], float] | None = None) -> list[Member]:
     """Members with the keeper first (by ``keep``), the others by path.
 
-    Policies: "original" (see :func:`original_keeper`; needs ``distances``), "resolution" (most pixels, then
-    largest file, then oldest), "size" (largest file), "oldest" and "newest" (file modification time), "path" (first
-    path in sort order); each breaks ties like "resolution".
+    Policies: "original" (see :func:`original_keeper`; needs ``distances``, and takes ``fidelity``), "resolution"
+    (most pixels, then largest file, then oldest), "size" (largest file), "oldest" and "newest" (file modification
+    time), "path" (first path in sort order); each breaks ties like "resolution".
     """
     if keep == "original" and distances is not None:
-        first = original_keeper(members, distances)
+        first = original_keeper(members, distances, fidelity)
     else:
         first = min(members, key=keep_key(keep))
     return [first, *sorted((m for m in members if m is not first), key=lambda m: m.path)]
