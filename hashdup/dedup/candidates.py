@@ -75,7 +75,8 @@ class Candidates:
         self.X = np.asarray(index.stored.descriptors, dtype=np.float32)  # in memory: 4 bytes a feature and image
         self._pair_d: dict[tuple[int, int], tuple[float, float]] = {}  # (plain, mirrored) of pairs seen
         self.perm = index.descriptor.mirror_permutation() if self.mirror else None
-        self.Xm = np.ascontiguousarray(self.X[:, self.perm]) if self.perm is not None else None
+        # np.take, not X[:, perm]: 0.07 s against 1.7 s for 101,000 × 640 (a fancy index along the rows' axis)
+        self.Xm = np.take(self.X, self.perm, axis=1) if self.perm is not None else None
         self._view_rows: dict[int, tuple[NDArray[np.float32], NDArray[np.float32] | None]] = {}
         si, sj = index.stored.catalogue.identical_pairs()
         self.identical = {(min(a, b), max(a, b)) for a, b in zip(si, sj, strict=True)}
@@ -94,12 +95,12 @@ class Candidates:
             return np.asarray(self.mirror_codes[ids])
         if self.perm is None:
             raise ValueError("mirrored codes asked for with mirroring off")
-        return self.index.encoder.encode(np.ascontiguousarray(self.X[ids][:, self.perm]))
+        return self.index.encoder.encode(np.take(self.X[ids], self.perm, axis=1))
 
     def _mirror_codes(self) -> NDArray[np.uint8]:
         out = np.empty_like(np.asarray(self.codes[:0]), shape=self.codes.shape)
         for a in range(0, self.n, _BLOCK):
-            rows = np.asarray(self.X[a : a + _BLOCK], dtype=np.float32)[:, self.perm]
+            rows = np.take(np.asarray(self.X[a : a + _BLOCK], dtype=np.float32), self.perm, axis=1)
             out[a : a + len(rows)] = self.index.encoder.encode(rows)
         return out
 
@@ -153,7 +154,7 @@ class Candidates:
             mirrored = np.empty_like(plain)
             for a in range(0, self.n, _BLOCK):
                 rows = np.asarray(self.X[a : a + _BLOCK], dtype=np.float64)
-                for out, X in ((plain, rows), (mirrored, rows[:, self.perm] if self.mirror else None)):
+                for out, X in ((plain, rows), (mirrored, np.take(rows, self.perm, axis=1) if self.mirror else None)):
                     if X is None:
                         continue
                     V = view(X)
