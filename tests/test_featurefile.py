@@ -179,11 +179,12 @@ def test_verdict_rows_are_written_as_a_row_at_a_time_writes_them(tmp_path):
     """save() fills the file column by column and merges the new verdicts with the stored ones; the rows equal those
     of a row-by-row oracle sorted by key, a verdict put again replaces the stored one, and every verdict reads
     back (looked up by binary search in the stored rows)."""
-    from hashdup.io.verdicts import REASONS, ROW
+    from hashdup.io.verdicts import _HEADER, REASONS, ROW, fingerprint
 
     rng = np.random.default_rng(5)
     hashes = [bytes(rng.integers(0, 256, 16, dtype=np.uint8)) for _ in range(40)]
     hashes[1] = hashes[0][:8] + bytes(8)  # two hashes with the same first 8 bytes
+    hashes[3] = hashes[2][:12] + bytes(4)  # and two with the same first 12
     known = {}
     for round_ in range(3):  # the second and third rounds add to, and replace some of, what the first stored
         store = VerdictStore(tmp_path, {"a": 1})
@@ -206,6 +207,14 @@ def test_verdict_rows_are_written_as_a_row_at_a_time_writes_them(tmp_path):
     again = VerdictStore(tmp_path, {"a": 1})
     assert all(again.get(*k) == v for k, v in known.items())
     assert again.get(hashes[0], hashes[0], 0) is None and again.get(b"short", hashes[0], 0) is None
+    absent = [(a, b, w) for a in hashes for b in hashes for w in range(3) if (a, b, w) not in known]
+    assert absent and all(again.get(*k) is None for k in absent)  # every key the binary searches must not find
+    shuffled = tmp_path / "shuffled"  # a file whose rows are out of order (not written by save) is sorted on open
+    shuffled.mkdir()
+    with _HEADER.create(shuffled / FILENAME) as out:  # checksummed like save() writes, the rows reversed
+        out.write(want[::-1].tobytes())
+        out.write_header(len(want), fingerprint({"a": 1}))
+    assert all(VerdictStore(shuffled, {"a": 1}).get(*k) == v for k, v in known.items())
 
 
 def test_verdicts_of_other_settings_or_damaged_are_ignored(tmp_path):

@@ -98,6 +98,8 @@ class Candidates:
         return self.index.encoder.encode(np.take(self.X[ids], self.perm, axis=1))
 
     def _mirror_codes(self) -> NDArray[np.uint8]:
+        if self.perm is None:
+            raise ValueError("mirrored codes asked for with mirroring off")
         out = np.empty_like(np.asarray(self.codes[:0]), shape=self.codes.shape)
         for a in range(0, self.n, _BLOCK):
             rows = np.take(np.asarray(self.X[a : a + _BLOCK], dtype=np.float32), self.perm, axis=1)
@@ -154,7 +156,8 @@ class Candidates:
             mirrored = np.empty_like(plain)
             for a in range(0, self.n, _BLOCK):
                 rows = np.asarray(self.X[a : a + _BLOCK], dtype=np.float64)
-                for out, X in ((plain, rows), (mirrored, np.take(rows, self.perm, axis=1) if self.mirror else None)):
+                flipped = None if self.perm is None else np.take(rows, self.perm, axis=1)
+                for out, X in ((plain, rows), (mirrored, flipped)):
                     if X is None:
                         continue
                     V = view(X)

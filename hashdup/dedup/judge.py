@@ -203,8 +203,19 @@ class PairJudge(Candidates):
             self._new_links = None
 
     def prefetch(self, pairs: Iterable[tuple[int, int]]) -> None:
-        """Decide ``pairs`` now, so that :meth:`how` answers them from the cache."""
-        for i, j in pairs:
+        """Decide ``pairs`` now, so that :meth:`how` answers them from memory: their descriptor distances in one
+        batch, and those that need their pixels through one compiled :meth:`screen`, before :meth:`how` takes the
+        rest (RANSAC) one at a time. The decisions are :meth:`how`'s own; only the Python around each pair goes
+        (the star split of a component of thousands of crops asks tens of thousands of pairs)."""
+        todo = [key for key in sorted({(min(i, j), max(i, j)) for i, j in pairs}) if key not in self._decided]
+        if self.verify and todo:
+            fresh = [key for key in todo if key not in self._pair_d]
+            if fresh:
+                self._distances(np.array([i for i, _ in fresh], dtype=np.int64),
+                                np.array([j for _, j in fresh], dtype=np.int64), remember=True)
+            self.screen([(i, j, self._mirrored(i, j)) for i, j in todo
+                         if (i, j) not in self.identical and self.distance(i, j) > self.accept])
+        for i, j in todo:
             self.how(i, j)
 
     # --- stage 2 -------------------------------------------------------------------------------------------------

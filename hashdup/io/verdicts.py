@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from hashdup.errors import IndexFileError
 from hashdup.io.header import HeaderFormat
@@ -63,6 +64,28 @@ def _sort_keys(rows: np.ndarray) -> tuple[np.ndarray, ...]:
     return rows["way"], b[:, 1], b[:, 0], a[:, 1], a[:, 0]
 
 
+def _key_columns(rows: np.ndarray) -> tuple[NDArray[np.uint64], ...]:
+    """The 16-byte hashes of ``rows`` as four native unsigned integer columns (first 8 bytes of a, last 8 of a, then
+    of b), each 8 bytes read big-endian, so that their order is the order of the bytes. Native, because a binary
+    search in a big-endian array converts the whole array on every call (41 µs a lookup at 200,000 rows against
+    2 µs)."""
+    a = np.ascontiguousarray(rows["a"]).view(">u8").astype(np.uint64)
+    b = np.ascontiguousarray(rows["b"]).view(">u8").astype(np.uint64)
+    return a[:, 0].copy(), a[:, 1].copy(), b[:, 0].copy(), b[:, 1].copy()
+
+
+def _is_sorted(columns: tuple[np.ndarray, ...]) -> bool:
+    """Whether rows are in lexicographic order of ``columns`` (most significant first)."""
+    if not len(columns[0]):
+        return True
+    less = np.zeros(len(columns[0]) - 1, dtype=bool)
+    equal = np.ones(len(columns[0]) - 1, dtype=bool)
+    for c in columns:
+        less |= equal & (c[:-1] < c[1:])
+        equal &= c[:-1] == c[1:]
+    return bool((less | equal).all())
+
+
 class VerdictStore:
     """The verdicts of one index folder under one set of settings.
 
@@ -84,10 +107,11 @@ class VerdictStore:
         self.path = Path(folder) / FILENAME
         self.fingerprint = fingerprint(settings)
         self._rows = self._read()
-        self._prefix = np.ascontiguousarray(self._rows["a"][:, :8]).view(">u8").reshape(-1)
-        if len(self._rows) and not bool((self._prefix[1:] >= self._prefix[:-1]).all()):
+        self._keys = _key_columns(self._rows)
+        if not _is_sorted((*self._keys, self._rows["way"])):
             self._rows = self._rows[np.lexsort(_sort_keys(self._rows))]  # not written by save(): sort it
-            self._prefix = np.ascontiguousarray(self._rows["a"][:, :8]).view(">u8").reshape(-1)
+            self._keys = _key_columns(self._rows)
+        self._way = np.ascontiguousarray(self._rows["way"])
         self._new: dict[Key, Value] = {}
         self.loaded = len(self._rows)
         self.added = 0
@@ -110,16 +134,21 @@ class VerdictStore:
         return rows[rows["reason"] < len(REASONS)]
 
     def _row(self, key: Key) -> int | None:
-        """The position of ``key`` among the stored rows, if there."""
+        """The position of ``key`` among the stored rows, if there: four binary searches, each within the range of
+        rows that the previous one left (the rows are sorted by a, then b, then way; a file's verdicts of one image
+        against hundreds of others share their first hash, so a search on it alone leaves hundreds to compare)."""
         a, b, way = key
         if len(a) != 16 or len(b) != 16:
             return None
-        first = int.from_bytes(a[:8], "big")
-        lo = int(np.searchsorted(self._prefix, first, side="left"))
-        hi = int(np.searchsorted(self._prefix, first, side="right"))
-        for n in range(lo, hi):
-            r = self._rows[n]
-            if r["way"] == way and r["a"].tobytes() == a and r["b"].tobytes() == b:
+        lo, hi = 0, len(self._rows)
+        for column, part in zip(self._keys, (a[:8], a[8:], b[:8], b[8:]), strict=True):
+            value = np.uint64(int.from_bytes(part, "big"))
+            rows = column[lo:hi]
+            lo, hi = lo + int(np.searchsorted(rows, value, "left")), lo + int(np.searchsorted(rows, value, "right"))
+            if lo == hi:
+                return None
+        for n in range(lo, hi):  # the ways of one pair: at most three
+            if int(self._way[n]) == way:
                 return n
         return None
 
