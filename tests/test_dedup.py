@@ -358,3 +358,35 @@ def test_cli_report_accepts_the_group_options(planted, tmp_path):
         assert Path(g.keep.path).name in html
     bad = CliRunner().invoke(cli, ["report", "--index", str(base / "index"), "-o", str(out), "--linkage", "average"])
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize("linkage", ["star", "complete"])
+def test_batched_decisions_give_the_groups_of_one_pair_at_a_time(planted, tmp_path, monkeypatch, linkage):
+    """The split decides the pairs of a keeper in one batch (PairJudge.prefetch: their descriptor distances at once,
+    then one compiled screen); the groups are those of deciding each pair when first asked. Each run starts from a
+    copy of the index without stored decisions."""
+    from hashdup.dedup.judge import PairJudge
+
+    index, *_ = planted
+
+    def fresh(name: str):
+        folder = tmp_path / name
+        shutil.copytree(index.stored.folder, folder)
+        for cache in ("verdicts.hdv", "links.hdl"):
+            (folder / cache).unlink(missing_ok=True)
+        return pipeline.Index(folder)
+
+    def summary(groups):
+        return [[(Path(m.path).name, m.match, m.distance) for m in g.members] for g in groups]
+
+    def groups_of(name: str):
+        copy = fresh(name)
+        try:
+            return summary(find_groups(copy, linkage=linkage))
+        finally:
+            copy.close()
+
+    batched = groups_of("batched")
+    monkeypatch.setattr(PairJudge, "prefetch", lambda self, pairs: None)
+    single = groups_of("one-at-a-time")
+    assert batched == single and any(len(g) > 2 for g in batched)
