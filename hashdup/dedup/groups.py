@@ -81,12 +81,17 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
         components = connected_groups(len(index), i, j)
         grouped = np.unique(np.concatenate(components)).tolist() if components else []
         recs = {r.indexed_id: member(index, r) for r in index.stored.catalogue.records(grouped)}
+        adjacent: dict[int, list[int]] = {m: [] for m in grouped}  # the decided pairs, built once for every split
+        for a, b in zip(i.tolist(), j.tolist(), strict=True):
+            adjacent[a].append(b)
+            adjacent[b].append(a)
         parts = []
         for ids in components:
             if linkage == "single":
                 parts.append(ids.tolist())
             else:
-                parts.extend(_split(ids.tolist(), recs, choose, judge, complete=linkage == "complete", edges=(i, j)))
+                parts.extend(_split(ids.tolist(), recs, choose, judge, complete=linkage == "complete",
+                                    adjacent=adjacent))
         ordered_parts = [order_members([recs[m] for m in part], keep, distances, fidelity) for part in parts]
         judge.prefetch((o[0].id, m.id) for o in ordered_parts for m in o[1:])  # how each member matches its keeper
         groups: list[Group] = []
@@ -109,25 +114,19 @@ def find_groups(index: Index, radius: int | None = None, *, linkage: Linkage = "
 
 
 def _split(ids: list[int], recs: dict[int, Member], choose: Callable[[Sequence[Member]], Member], judge: Any, *,
-           complete: bool,
-           edges: tuple[NDArray[np.int64], NDArray[np.int64]]) -> list[list[int]]:
+           complete: bool, adjacent: dict[int, list[int]]) -> list[list[int]]:
     """Cut a connected component into star groups (each member linked to the keeper) or complete groups (each
     member linked to every other), keeper first, greedily; what is left is split again.
 
     Every member still in the component is considered for the keeper's group (restricting them to a few links of
     the keeper lost a quarter of the dev split's recall: the decided pairs only connect, so copies of one original
-    often lie several links apart); what is left is split into its connected components along ``edges``.
+    often lie several links apart); what is left is split into its connected components along ``adjacent`` (the
+    decided pairs, by image).
 
     In a star group a copy of the keeper's whole frame (identical, within the descriptor's accept distance, or
     verified as the whole picture resized or mirrored) stands in for the keeper: a member linked to such a *twin*
     joins too. A mirrored keeper and a cropped copy of the same original cannot be verified against each other
     (the stored ORB descriptors are not mirror-symmetric), but each is verified against the original."""
-    inside = set(ids)
-    adjacent: dict[int, list[int]] = {m: [] for m in ids}
-    for a, b in zip(edges[0].tolist(), edges[1].tolist(), strict=True):
-        if a in inside and b in inside:
-            adjacent[a].append(b)
-            adjacent[b].append(a)
     parts: list[list[int]] = []
     todo = [ids]
     while todo:
