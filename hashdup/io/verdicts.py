@@ -112,6 +112,9 @@ class VerdictStore:
             self._rows = self._rows[np.lexsort(_sort_keys(self._rows))]  # not written by save(): sort it
             self._keys = _key_columns(self._rows)
         self._way = np.ascontiguousarray(self._rows["way"])
+        from hashdup.io._verdict_kernels import find_row  # here: numba is loaded by dedup only, not by every command
+
+        self._find = find_row
         self._new: dict[Key, Value] = {}
         self.loaded = len(self._rows)
         self.added = 0
@@ -134,23 +137,15 @@ class VerdictStore:
         return rows[rows["reason"] < len(REASONS)]
 
     def _row(self, key: Key) -> int | None:
-        """The position of ``key`` among the stored rows, if there: four binary searches, each within the range of
-        rows that the previous one left (the rows are sorted by a, then b, then way; a file's verdicts of one image
-        against hundreds of others share their first hash, so a search on it alone leaves hundreds to compare)."""
+        """The position of ``key`` among the stored rows, if there: a compiled binary search on the sorted key
+        columns (:func:`hashdup.io._verdict_kernels.find_row`)."""
         a, b, way = key
-        if len(a) != 16 or len(b) != 16:
+        if len(a) != 16 or len(b) != 16 or not len(self._rows):
             return None
-        lo, hi = 0, len(self._rows)
-        for column, part in zip(self._keys, (a[:8], a[8:], b[:8], b[8:]), strict=True):
-            value = np.uint64(int.from_bytes(part, "big"))
-            rows = column[lo:hi]
-            lo, hi = lo + int(np.searchsorted(rows, value, "left")), lo + int(np.searchsorted(rows, value, "right"))
-            if lo == hi:
-                return None
-        for n in range(lo, hi):  # the ways of one pair: at most three
-            if int(self._way[n]) == way:
-                return n
-        return None
+        a0, a1, b0, b1 = self._keys
+        k0, k1, k2, k3 = (np.uint64(int.from_bytes(part, "big")) for part in (a[:8], a[8:], b[:8], b[8:]))
+        n = int(self._find(a0, a1, b0, b1, self._way, k0, k1, k2, k3, np.uint8(way)))
+        return None if n < 0 else n
 
     def get(self, a: bytes, b: bytes, way: int) -> Value | None:
         """The stored verdict of files with hashes ``a`` and ``b`` compared that way, if any."""
