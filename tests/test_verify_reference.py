@@ -222,12 +222,18 @@ def test_close_rows_bounds_the_close_matches():
 
 @pytest.mark.parametrize("d", [1, 8, 37, 640])  # no whole group of 8 features, exactly one, a remainder, many
 def test_pair_distances_are_numpy_norms(d):
-    from hashdup.index.matching import pair_distances
+    from hashdup.index.matching import pair_distance, pair_distances
 
     rng = np.random.default_rng(4)
     A, B = rng.standard_normal((50, d)).astype(np.float32), rng.standard_normal((60, d)).astype(np.float32)
     i, j = rng.integers(0, 50, 300), rng.integers(0, 60, 300)
     want = np.linalg.norm(A[i].astype(np.float64) - B[j].astype(np.float64), axis=1)
-    assert np.allclose(pair_distances(A, B, i, j), want, rtol=1e-12, atol=0)
+    got = pair_distances(A, B, i, j)
+    assert np.allclose(got, want, rtol=1e-12, atol=0)
     with pytest.raises(IndexError):
         pair_distances(A, B, np.array([50]), np.array([0]))
+    one = [pair_distance(A, B, int(a), int(b)) for a, b in zip(i, j, strict=True)]  # the one-pair path, bit for bit
+    assert one == got.tolist()
+    for a, b in ((50, 0), (0, 60), (-1, 0)):
+        with pytest.raises(IndexError):
+            pair_distance(A, B, a, b)

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from hashdup import bits
 from hashdup.descriptors.base import View
-from hashdup.index.matching import pair_distances
+from hashdup.index.matching import pair_distance, pair_distances
 
 if TYPE_CHECKING:
     from hashdup.index import HammingIndex
@@ -242,8 +242,9 @@ class Candidates:
     def _pair(self, i: int, j: int) -> tuple[float, float]:
         """(plain, mirrored) descriptor distance of ``i < j`` (mirrored = plain without mirroring)."""
         key = (min(i, j), max(i, j))
-        if key not in self._pair_d:
-            self._distances(np.array([key[0]]), np.array([key[1]]), remember=True)
+        if key not in self._pair_d:  # one pair: the batch path's array work would cost more than the distances
+            plain = pair_distance(self.X, self.X, *key)
+            self._pair_d[key] = (plain, plain if self.Xm is None else pair_distance(self.X, self.Xm, *key))
         return self._pair_d[key]
 
     def distances(self, i: int, js: Iterable[int]) -> NDArray[np.float64]:

@@ -78,3 +78,21 @@ def pair_distances(A: NDArray[np.float32], B: NDArray[np.float32], i: NDArray[np
     if len(i) and (i.min() < 0 or j.min() < 0 or i.max() >= len(A) or j.max() >= len(B)):
         raise IndexError("pair indices out of range")
     return _pair_distances(A, B, i, j)
+
+
+def pair_distance(A: NDArray[np.float32], B: NDArray[np.float32], i: int, j: int) -> float:
+    """:func:`pair_distances` of the one pair ``(i, j)``, its bounds checked on the two integers: the array checks
+    cost more than the distance itself, and dedup asks for pairs one at a time while it splits components.
+
+    Same result as :func:`pair_distances` (the same compiled loop).
+    """
+    from hashdup.index._match_kernels import _pair_distances
+
+    A = np.ascontiguousarray(A, dtype=np.float32)
+    B = np.ascontiguousarray(B, dtype=np.float32)
+    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[1]:
+        raise ValueError(f"rows of {A.shape} and {B.shape} arrays: shapes differ")
+    if not (0 <= i < len(A) and 0 <= j < len(B)):
+        raise IndexError("pair indices out of range")
+    return float(_pair_distances(A, B, np.array([i], dtype=np.int64), np.array([j], dtype=np.int64))[0])
+
