@@ -18,6 +18,7 @@ from hashdup.cli import cli
 from hashdup.dedup import verify
 from hashdup.dedup.groups import find_groups
 from hashdup.descriptors.local import LocalExtractor
+from hashdup.errors import IndexFileError
 from hashdup.io.verdicts import VerdictStore
 
 from .test_incremental import age
@@ -110,6 +111,28 @@ def test_cli_dedup_then_action_and_report_verify_nothing_again(library, monkeypa
     assert report.exit_code == 0, report.output
     assert verified.calls == []
     assert len(json.loads(listed.stdout)) == 7 and len(list((tmp_path / "dups").rglob("*.*"))) == 7
+
+
+def test_dedup_with_every_decision_stored_does_not_open_the_features(library):
+    """A dedup whose pairs are all stored neither opens nor checks the feature file: it gives the same groups with
+    that file damaged (a feature file read and checksummed at every reuse would cost seconds at 100,000 images)."""
+    folder, index_dir = library
+    pipeline.build_index([folder], index_dir, workers=1)
+    idx = pipeline.Index(index_dir)
+    first = [g.to_json() for g in find_groups(idx)]
+    idx.close()
+    (features,) = index_dir.glob("features-*.hdf")
+    data = bytearray(features.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    features.write_bytes(bytes(data))
+    idx = pipeline.Index(index_dir)
+    assert [g.to_json() for g in find_groups(idx)] == first
+    idx.close()
+    (index_dir / "verdicts.hdv").unlink()  # nothing stored: the damaged file is now read, and refused
+    idx = pipeline.Index(index_dir)
+    with pytest.raises(IndexFileError, match="checksum"):
+        find_groups(idx)
+    idx.close()
 
 
 def test_info_counts_the_feature_bytes_per_image(library):

@@ -215,6 +215,21 @@ def test_verdict_rows_are_written_as_a_row_at_a_time_writes_them(tmp_path):
         out.write(want[::-1].tobytes())
         out.write_header(len(want), fingerprint({"a": 1}))
     assert all(VerdictStore(shuffled, {"a": 1}).get(*k) == v for k, v in known.items())
+    twice = tmp_path / "twice"  # a file holding a key twice (not written by save): the later row is the verdict
+    twice.mkdir()
+    older = want[:1].copy()
+    older["inliers"] += 1
+    with _HEADER.create(twice / FILENAME) as out:
+        out.write(np.concatenate([older, want[::-1]]).tobytes())
+        out.write_header(len(want) + 1, fingerprint({"a": 1}))
+    store = VerdictStore(twice, {"a": 1})
+    first = min(known)
+    assert len(store) == len(known) and store.get(*first) == known[first]
+    newer = (*known[first][:3], 999, *known[first][4:])
+    store.put(*first, newer)  # a put that replaces a stored verdict is saved, and read back
+    assert store.save(hashes)
+    again = VerdictStore(twice, {"a": 1})
+    assert len(again) == len(known) and again.get(*first) == newer
 
 
 def test_verdicts_of_other_settings_or_damaged_are_ignored(tmp_path):

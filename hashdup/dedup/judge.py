@@ -266,6 +266,8 @@ class PairJudge(Candidates):
         verdicts, hashes = self._open_verdicts()
         asked = [(i, j, way) for i, j, way in pairs
                  if (i, j) not in self._decided and verdicts.get(hashes[i], hashes[j], way_code(way)) is None]
+        if not asked:  # every pair stored: the verifier, and the feature file it opens and checks, are not needed
+            return
         for (i, j, mirrored), v in zip(asked, self.verifier.screen(asked), strict=True):
             if v is not None:  # decided here: how() answers from memory
                 self._remember(i, j, mirrored, v)

@@ -74,16 +74,15 @@ def _key_columns(rows: np.ndarray) -> tuple[NDArray[np.uint64], ...]:
     return a[:, 0].copy(), a[:, 1].copy(), b[:, 0].copy(), b[:, 1].copy()
 
 
-def _is_sorted(columns: tuple[np.ndarray, ...]) -> bool:
-    """Whether rows are in lexicographic order of ``columns`` (most significant first)."""
-    if not len(columns[0]):
-        return True
-    less = np.zeros(len(columns[0]) - 1, dtype=bool)
-    equal = np.ones(len(columns[0]) - 1, dtype=bool)
+def _order_with_next(columns: tuple[np.ndarray, ...]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """For each row but the last, whether it comes before the next row, and whether it equals it, in lexicographic
+    order of ``columns`` (most significant first)."""
+    n = max(len(columns[0]) - 1, 0)
+    less, equal = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     for c in columns:
         less |= equal & (c[:-1] < c[1:])
         equal &= c[:-1] == c[1:]
-    return bool((less | equal).all())
+    return less, equal
 
 
 class VerdictStore:
@@ -108,8 +107,10 @@ class VerdictStore:
         self.fingerprint = fingerprint(settings)
         self._rows = self._read()
         self._keys = _key_columns(self._rows)
-        if not _is_sorted((*self._keys, self._rows["way"])):
-            self._rows = self._rows[np.lexsort(_sort_keys(self._rows))]  # not written by save(): sort it
+        if not _order_with_next((*self._keys, self._rows["way"]))[0].all():  # not written by save(): sort it,
+            rows = self._rows[np.lexsort(_sort_keys(self._rows))]  # one row per key (the last in the file), as
+            _, equal = _order_with_next((*_key_columns(rows), rows["way"]))  # the binary search finds one
+            self._rows = rows[np.append(~equal, True)]
             self._keys = _key_columns(self._rows)
         self._way = np.ascontiguousarray(self._rows["way"])
         from hashdup.io._verdict_kernels import find_row  # here: numba is loaded by dedup only, not by every command
@@ -160,11 +161,9 @@ class VerdictStore:
                 float(r["overlap"]))
 
     def put(self, a: bytes, b: bytes, way: int, value: Value) -> None:
-        """Remember a new verdict (written by :meth:`save`)."""
-        key = (a, b, way)
-        if key not in self._new and (not len(self._rows) or self._row(key) is None):
-            self.added += 1
-        self._new[key] = value
+        """Remember a new verdict, or one that replaces the stored verdict of the key (written by :meth:`save`)."""
+        self._new[(a, b, way)] = value
+        self.added += 1  # puts since the last save: save() writes when there is any
 
     def save(self, hashes: Iterable[bytes]) -> bool:
         """Write the verdicts between files whose hashes are in ``hashes`` (the index's files) atomically, if any
